@@ -1,0 +1,1 @@
+"""Plane-wave Kohn-Sham DFT in JAX (Hartree atomic units inside this package)."""
