@@ -169,6 +169,39 @@ def cmd_scf(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- relax
+def cmd_relax(args) -> int:
+    from difcrys import io
+
+    if len(args.inputs) == 2:
+        try:
+            from difcrys.cli_potential import relax_with_model
+        except ImportError as e:
+            raise DifcrysError(f"relaxing with a trained model needs the potential module: {e}") from None
+        return int(relax_with_model(args.inputs[0], args.inputs[1], fmax=args.fmax, cell=not args.fixed_cell,
+                                    out=args.out, json_out=args.json) or 0)
+    if args.ecut is None:
+        raise DifcrysError("relax STRUCTURE uses DFT and needs --ecut (or give RUN_DIR STRUCTURE for a trained model)")
+    from difcrys.dft.calculator import relax
+
+    crystal = _read(args.inputs[0])
+    relaxed, info = relax(crystal, ecut=args.ecut, kpts=tuple(args.kpts), cell=not args.fixed_cell, fmax=args.fmax,
+                          steps=args.steps, log=None if args.json else "-")
+    a, b, c, al, be, ga = (float(x) for x in np.asarray(relaxed.lattice_parameters()))
+    info.update({"formula": relaxed.formula, "lattice_parameters": {"a": a, "b": b, "c": c, "alpha": al,
+                                                                   "beta": be, "gamma": ga},
+                 "frac": np.asarray(relaxed.frac).tolist(), "lattice": np.asarray(relaxed.lattice).tolist()})
+    if args.out:
+        io.write(args.out, relaxed)
+        info["out"] = args.out
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"relaxed {relaxed.formula} in {info['steps']} steps: E = {info['energy_ev']:.6f} eV, "
+              f"max force {info['max_force_ev_per_ang']:.2e} eV/Å, a b c = {a:.5f} {b:.5f} {c:.5f} Å")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="difcrys", description="Differentiable physics of crystals (JAX).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -201,6 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print one JSON object")
     ps.add_argument("--quiet", action="store_true", help="no per-iteration progress on stderr")
     ps.set_defaults(func=cmd_scf)
+
+    pr = sub.add_parser("relax", help="relax positions and cell: DFT (STRUCTURE) or a trained model (RUN_DIR STRUCTURE)")
+    pr.add_argument("inputs", nargs="+", metavar="[RUN_DIR] STRUCTURE")
+    pr.add_argument("--ecut", type=float, default=None, help="DFT kinetic cutoff [Ha]")
+    pr.add_argument("--kpts", type=int, nargs=3, default=[4, 4, 4], metavar="N")
+    pr.add_argument("--fmax", type=float, default=1e-3, help="force tolerance [eV/Å]")
+    pr.add_argument("--steps", type=int, default=100, help="maximum optimiser steps")
+    pr.add_argument("--fixed-cell", action="store_true", help="relax positions only")
+    pr.add_argument("--out", default=None, help="write the relaxed structure (CIF/POSCAR/extxyz)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_relax)
+
+    for mod in ("cli_potential", "cli_property"):
+        try:
+            m = __import__(f"difcrys.{mod}", fromlist=["register"])
+        except ImportError:
+            continue
+        if hasattr(m, "register"):
+            m.register(sub)
 
     try:
         from difcrys import cli_xrd

@@ -171,8 +171,9 @@ def register(subparsers) -> None:
     i = subparsers.add_parser("identify", help="identify the structure type of a measured pattern",
                               description="Classify a powder pattern with a trained CrySTINet-style ensemble.")
     i.add_argument("pattern", help="pattern file (2θ, I)")
-    i.add_argument("--model", required=True, help="run directory of a trained classifier "
-                   "(experiments/xrd/identify.py writes one)")
+    i.add_argument("--model", default="spacegroup",
+                   help="run directory of a trained classifier (experiments/xrd/identify.py writes one), or a "
+                   "shipped one: 'spacegroup' (default) or 'crystal_system'")
     i.add_argument("--top", type=int, default=5, help="number of candidates (default 5)")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_identify)

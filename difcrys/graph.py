@@ -416,18 +416,22 @@ def _build(crystal: Crystal, cutoff, plan: GraphPlan):
         occupancy = jax.ops.segment_sum(amask.astype(jnp.int32), bid, num_segments=nbins + 1)[:nbins]
         layout_overflow = jnp.max(occupancy) > cap
     # the plan's reach must cover this lattice (checked leniently, see _REACH_EPS)
-    need = jnp.ceil(rc * nb / cell_heights(lattice) * (1 - _REACH_EPS) - _REACH_EPS)
+    eps = _REACH_EPS if frac.dtype == jnp.float64 else 1e-5
+    need = jnp.ceil(rc * nb / cell_heights(lattice) * (1 - eps) - eps)
     layout_overflow = layout_overflow | jnp.any(need > jnp.asarray(plan.reach))
+
+    dense = nbins == 1 and cap >= n
 
     def targets(i, off):
         """Bin ids and wrapped-coordinate image shifts visited by atom(s) i at offset(s) off."""
+        if nbins == 1:  # one bin: the offset is the image shift
+            return jnp.zeros(off.shape[:-1], jnp.int32), off
         B = b[i] + off
         tb = jnp.mod(B, nb)
         sh = jnp.floor_divide(B, nb)
         tid = (tb[..., 0] * nb_np[1] + tb[..., 1]) * nb_np[2] + tb[..., 2]
         return tid, sh
 
-    dense = nbins == 1 and cap >= n
     cw = fw @ lattice  # wrapped cartesian positions [n, 3]
 
     def screen(i):
@@ -460,8 +464,7 @@ def _build(crystal: Crystal, cutoff, plan: GraphPlan):
     k = (flat % per_atom) // cap
     slot = flat % cap
     tid, sh = targets(i, offsets[k])
-    j = table[tid, slot]
-    j = jnp.minimum(j, n - 1)
+    j = slot if dense else jnp.minimum(table[tid, slot], n - 1)
     S = sh - o[j] + o[i]  # shifts for the coordinates as given: fw_j + sh - fw_i = f_j + S - f_i
 
     pad = jnp.int32(n)
@@ -476,7 +479,6 @@ def _build(crystal: Crystal, cutoff, plan: GraphPlan):
     return graph, edge_overflow, layout_overflow
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
 def build_graph(crystal: Crystal, cutoff, plan: GraphPlan) -> Graph:
     """Jitted periodic neighbour graph of a single crystal with the static capacity of ``plan``.
 
@@ -491,11 +493,12 @@ def build_graph(crystal: Crystal, cutoff, plan: GraphPlan) -> Graph:
         dropping edges) when more edges exist than slots, a bin holds more atoms than
         ``plan.bin_capacity``, or ``plan.reach`` does not cover ``cutoff`` for this lattice.
     """
-    return _build(crystal, cutoff, plan)[0]
+    return _build_flags(crystal, cutoff, plan, False)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "batched"))
 def _build_flags(crystal, cutoff, plan, batched):
+    """Jitted builder returning ``(graph, edge_overflow, layout_overflow)`` (vmapped if batched)."""
     if batched:
         return jax.vmap(lambda c: _build(c, cutoff, plan))(crystal)
     return _build(crystal, cutoff, plan)

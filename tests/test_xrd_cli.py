@@ -2,17 +2,25 @@
 
 import argparse
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from difcrys import cli_xrd
+from difcrys.errors import DifcrysError
 
 
 def run(argv, capsys):
+    """Parse with a fresh argparse harness built by ``register`` and run the handler."""
     parser = argparse.ArgumentParser(prog="difcrys")
     cli_xrd.register(parser.add_subparsers(dest="command", required=True))
-    rc = cli_xrd.main(argv)
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except DifcrysError as e:
+        print(f"difcrys: error: {e}", file=sys.stderr)
+        rc = 2
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -60,3 +68,41 @@ def test_refine_and_identify_report_bad_pattern_files(tmp_path, capsys):
     good.write_text("\n".join(f"{10 + i} 1" for i in range(10)))
     rc, _, err = run(["identify", str(good), "--model", str(tmp_path / "nothing")], capsys)
     assert rc == 2 and "no trained classifier" in err
+
+
+def test_identify_with_shipped_model_ranks_rock_salt(tmp_path, capsys):
+    from difcrys.xrd import identify as idf
+
+    if not (idf.SHIPPED_MODEL / "model.json").exists():
+        pytest.skip("no shipped classifier checkpoint")
+    from difcrys.xrd.api import simulate_profile
+    from difcrys.xrd.patterns_io import write_xy
+
+    tt = np.arange(10, 90, 0.02)
+    y = simulate_profile("NaCl", tt, "CuKa", doublet=True)
+    path = tmp_path / "nacl.xy"
+    write_xy(path, tt, 1000 * y / y.max() + 50)
+    rc, out, _ = run(["identify", str(path), "--json", "--top", "5"], capsys)
+    d = json.loads(out)
+    assert rc == 0 and d["label_kind"] == "spacegroup" and len(d["candidates"]) == 5
+    assert "225" in [c["label"] for c in d["candidates"]]  # Fm-3m
+    assert sum(c["probability"] for c in d["candidates"]) <= 1 + 1e-9
+
+
+def test_refine_command_fits_lattice_of_simulated_pattern(tmp_path, capsys):
+    from difcrys import io
+    from difcrys.xrd.api import simulate_profile
+    from difcrys.xrd.patterns_io import write_xy
+
+    nacl = io.read("NaCl")
+    true = nacl.replace(lattice=nacl.lattice * 1.01)  # the "measured" sample has a 1 % larger cell
+    tt = np.arange(25, 60, 0.05)
+    y = simulate_profile(true, tt, "CuKa", doublet=True, table="waasmaier_kirfel")
+    path = tmp_path / "p.xy"
+    write_xy(path, tt, 2000 * y / y.max() + 100)
+    rc, out, _ = run(["refine", "NaCl", str(path), "--refine", "scale,lattice", "--background", "3", "--json"],
+                     capsys)
+    d = json.loads(out)
+    a_true = float(np.linalg.norm(np.asarray(true.lattice)[0]))
+    assert rc == 0 and d["rwp"] < 0.01
+    assert abs(d["parameters"]["phase0.a"]["value"] - a_true) < 1e-4

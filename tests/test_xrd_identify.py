@@ -51,6 +51,7 @@ def test_ensemble_probabilities_follow_the_confidence_rule():
     np.testing.assert_allclose(np.exp(lp), manual, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_separates_fcc_from_bcc_and_checkpoint_roundtrip(tmp_path):
     grid = idf.Grid(lo=20, hi=100, n=256, pool=2)
     cs = [_fcc(a) for a in (3.5, 3.6, 3.9, 4.05)] + [_bcc(a) for a in (2.87, 3.0, 3.3, 3.15)]
@@ -68,6 +69,21 @@ def test_training_separates_fcc_from_bcc_and_checkpoint_roundtrip(tmp_path):
     np.testing.assert_allclose(idf.predict_scores(back, Xt), idf.predict_scores(clf, Xt), rtol=1e-5, atol=1e-5)
     out = idf.identify(back, grid.points, np.asarray(Xt[0]).repeat(2), top=2)
     assert [c["label"] for c in out["candidates"]][0] == ["fcc", "bcc"][yt[0]]
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    grid = idf.Grid(lo=20, hi=100, n=128, pool=2)
+    groups = idf.make_groups(3, 2)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[idf.init_submodel(k, 2, (8, 8)) for k in keys])
+    means = np.random.default_rng(0).uniform(size=(3, grid.n_bins)).astype(np.float32)
+    clf = idf.Classifier(params=params, groups=groups, class_names=["a", "b", "c"], class_means=means, beta=2.0,
+                         grid=grid)
+    X = np.random.default_rng(1).uniform(size=(5, grid.n_bins)).astype(np.float32)
+    idf.save_model(clf, tmp_path)
+    back = idf.load_model(tmp_path)
+    assert back.beta == 2.0 and back.class_names == ["a", "b", "c"] and back.grid == grid
+    np.testing.assert_allclose(idf.predict_scores(back, X), idf.predict_scores(clf, X), rtol=1e-6, atol=1e-6)
 
 
 def test_identify_bad_input(tmp_path):

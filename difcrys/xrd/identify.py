@@ -214,6 +214,7 @@ def _norm(x):
     return (x - mu) / jnp.sqrt(var + 1e-5)
 
 
+@functools.partial(jax.jit, static_argnames=("n_classes", "widths", "hidden"))
 def init_submodel(key, n_classes: int, widths=(16, 32, 48, 64), hidden: int = 64):
     """Parameters of one 1D-ResNet sub-model (He-normal init, float32)."""
     ks = iter(jax.random.split(key, 4 + 3 * len(widths)))
@@ -333,7 +334,7 @@ def train_classifier(X, y, Xval, yval, class_names, grid: Grid, *, n_submodels: 
                 slot[k, c] = j
     slot = jnp.asarray(slot)
     keys = jax.random.split(jax.random.PRNGKey(seed), n_submodels)
-    params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[init_submodel(k, cm, widths) for k in keys])
+    params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[init_submodel(k, cm, tuple(widths)) for k in keys])
     steps = epochs * max(1, len(X) // batch)
     opt = optax.adamw(optax.cosine_decay_schedule(lr, steps), weight_decay=1e-4)
     state = opt.init(params)
@@ -407,9 +408,21 @@ def save_model(clf: Classifier, run_dir) -> pathlib.Path:
     return path
 
 
+SHIPPED = ("spacegroup", "crystal_system")
+
+
 def load_model(run_dir=None) -> Classifier:
-    """Load a classifier from a run directory (or ``model.json``); None = the shipped checkpoint."""
-    p = pathlib.Path(run_dir) if run_dir is not None else SHIPPED_MODEL
+    """Load a classifier from a run directory or ``model.json``.
+
+    ``None`` or ``"spacegroup"`` gives the shipped space-group checkpoint,
+    ``"crystal_system"`` the shipped crystal-system one (trained by
+    ``experiments/xrd/identify.py --ship``).
+    """
+    if run_dir is None:
+        run_dir = "spacegroup"
+    if isinstance(run_dir, str) and run_dir in SHIPPED and not pathlib.Path(run_dir).exists():
+        run_dir = SHIPPED_MODEL.parent / f"identify_mp20_{run_dir}"
+    p = pathlib.Path(run_dir)
     if p.is_dir():
         p = p / "model.json"
     if not p.is_file():
@@ -418,10 +431,9 @@ def load_model(run_dir=None) -> Classifier:
         doc = json.loads(p.read_text())
         groups = np.asarray(doc["groups"], int)
         K, cm = groups.shape
-        template = jax.tree_util.tree_map(
-            lambda *xs: jnp.stack(xs), *[init_submodel(jax.random.PRNGKey(0), cm, tuple(doc["widths"]))] * K)
+        template = jax.eval_shape(lambda k: init_submodel(k, cm, tuple(doc["widths"])), jax.random.PRNGKey(0))
         flat = jax.tree_util.tree_flatten_with_path(template)
-        leaves = [jnp.asarray(_decode(doc["weights"][jax.tree_util.keystr(k)])) for k, _ in flat[0]]
+        leaves = [_decode(doc["weights"][jax.tree_util.keystr(k)]) for k, _ in flat[0]]
         params = jax.tree_util.tree_unflatten(flat[1], leaves)
         return Classifier(params=params, groups=groups, class_names=doc["class_names"],
                           class_means=_decode(doc["class_means"]), beta=float(doc["beta"]), grid=Grid(**doc["grid"]),

@@ -32,21 +32,29 @@ from common import DATA, HERE, ROOT, update_results  # noqa: E402
 from difcrys.xrd import identify as idf  # noqa: E402
 
 
-def load(min_count: int):
+def load(min_count: int, label: str = "spacegroup"):
     import pandas as pd
     from pymatgen.core import Structure
 
     from difcrys.xrd.api import crystal_from_pymatgen
 
     df = pd.read_csv(DATA / "mp_20_xrd_subset" / "test_subset.csv")
-    counts = collections.Counter(df["spacegroup.number"])
+    if label == "crystal_system":
+        from difcrys.crystal import CRYSTAL_SYSTEMS, crystal_system
+
+        df["label"] = [CRYSTAL_SYSTEMS.index(crystal_system(n)) for n in df["spacegroup.number"]]
+        to_name = lambda k: CRYSTAL_SYSTEMS[k]  # noqa: E731
+    else:
+        df["label"] = df["spacegroup.number"]
+        to_name = str
+    counts = collections.Counter(df["label"])
     classes = sorted(s for s, c in counts.items() if c >= min_count)
-    keep = df[df["spacegroup.number"].isin(classes)]
+    keep = df[df["label"].isin(classes)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         crystals = [crystal_from_pymatgen(Structure.from_str(c, fmt="cif"))[0] for c in keep.cif]
-    labels = np.array([classes.index(s) for s in keep["spacegroup.number"]])
-    return crystals, labels, [str(s) for s in classes], list(keep.material_id)
+    labels = np.array([classes.index(s) for s in keep["label"]])
+    return crystals, labels, [to_name(s) for s in classes], list(keep.material_id)
 
 
 def split(labels, seed):
@@ -70,12 +78,14 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--submodels", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--run-dir", default=str(HERE / "runs" / "identify"))
+    ap.add_argument("--label", choices=("spacegroup", "crystal_system"), default="spacegroup")
+    ap.add_argument("--run-dir", default=None, help="default experiments/xrd/runs/identify_<label>")
     ap.add_argument("--ship", action="store_true", help="also write the checkpoint into difcrys/xrd/data")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (few structures, 1 epoch)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    crystals, labels, names, ids = load(args.min_count)
+    args.run_dir = args.run_dir or str(HERE / "runs" / f"identify_{args.label}")
+    crystals, labels, names, ids = load(args.min_count, args.label)
     tr, va, te = split(labels, args.seed)
     if args.quick:
         tr, va, te = tr[:40], va[:10], te[:10]
@@ -96,7 +106,8 @@ def main(argv=None):
     print(f"simulated {len(Xtr) + len(Xva) + len(Xte) + len(Xseen)} patterns in {t_sim:.0f} s", flush=True)
     clf = idf.train_classifier(Xtr, ytr, Xva, yva, names, grid, n_submodels=args.submodels, epochs=args.epochs,
                                seed=args.seed)
-    clf.meta = {"dataset": "mp_20_xrd_subset (spacegroup.number)", "min_count": args.min_count,
+    clf.label_kind = args.label
+    clf.meta = {"dataset": f"mp_20_xrd_subset ({args.label})", "min_count": args.min_count,
                 "n_train_structures": int(len(tr)), "seed": args.seed}
     res = {}
     for name, X, y in (("heldout_structures", Xte, yte), ("seen_structures_new_perturbations", Xseen, yseen)):
@@ -109,11 +120,12 @@ def main(argv=None):
         print(name, res[name], flush=True)
     idf.save_model(clf, args.run_dir)
     if args.ship:
-        idf.save_model(clf, idf.SHIPPED_MODEL)
+        idf.save_model(clf, idf.SHIPPED_MODEL.parent / f"identify_mp20_{args.label}")
     total = time.time() - t0
     if not args.quick:
-        update_results("identify", {
-            "labels": "space group number (mp_20 subset, classes with >= %d structures)" % args.min_count,
+        section = "identify" if args.label == "spacegroup" else f"identify_{args.label}"
+        update_results(section, {
+            "labels": f"{args.label} (mp_20 subset, classes with >= {args.min_count} structures)",
             "n_classes": len(names), "n_structures": {"train": int(len(tr)), "val": int(len(va)),
                                                       "test": int(len(te))},
             "n_aug_train": args.n_aug, "n_aug_eval": args.n_aug_eval, "epochs": args.epochs,

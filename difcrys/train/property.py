@@ -1,0 +1,455 @@
+"""Training and inference of structure → scalar property models (CGCNN, equivariant head).
+
+A self-contained optax loop (the property models carry batch-norm state, which the generic loop
+of :mod:`difcrys.train.loop` does not thread through):
+
+* **target normalisation**: the model predicts ``(y - mean) / std`` of the training targets;
+  ``mean``/``std`` are stored in the run folder and undone at prediction time;
+* **optimiser**: AdamW (``optax.inject_hyperparams``) with plateau LR decay (×``lr_factor`` after
+  ``lr_patience`` epochs without a better validation MAE) and early stopping (``patience``);
+* **run folder** (``run_dir``)::
+
+      config.json          resolved PropertyConfig + model class + target normalisation
+      metrics.jsonl        one JSON line per epoch (epoch, lr, train loss/MAE, val MAE, seconds)
+      checkpoint.msgpack   last complete epoch (params, BN state, optimiser state, counters): resume
+      best.msgpack         parameters and BN state with the best validation MAE
+      results.json         final MAEs (val, test) in target units
+      predictions_<split>.csv, parity_<split>.png
+
+* **baselines** on the same split: :func:`mean_baseline` (training-set mean) and
+  :func:`composition_ridge` (element-fraction features + ridge regression, the regularisation
+  strength chosen on the validation set), so that what structure adds is visible.
+
+The prediction command ``difcrys predict RUN_DIR STRUCTURES...`` (:mod:`difcrys.cli_property`)
+uses :func:`load_predictor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from difcrys.errors import ConfigError, DifcrysError, StructureError
+from difcrys.graph import Graph
+from difcrys.crystal import Crystal
+from difcrys.nn.cgcnn import MAX_Z, CGCNN, CGCNNConfig, GraphData, check_elements, featurize
+
+__all__ = [
+    "PropertyConfig",
+    "build_model",
+    "train_property",
+    "load_predictor",
+    "Predictor",
+    "predict_batched",
+    "composition_features",
+    "mean_baseline",
+    "composition_ridge",
+    "mae",
+    "parity_plot",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PropertyConfig:
+    """Settings of a property-model run.
+
+    Attributes:
+        model: ``"cgcnn"`` or ``"equivariant"``.
+        model_kwargs: hyper-parameters of the model config (CGCNNConfig / EquivariantConfig).
+        target: name of the label in ``Dataset.properties`` (e.g. ``"heat_ref"``).
+        k, graph_mode, shell_tol: neighbour graph (:func:`difcrys.nn.cgcnn.property_graph`).
+        batch_size: structures per step.
+        epochs: maximum epochs.
+        lr, weight_decay: AdamW settings.
+        loss: ``"mse"`` (CGCNN) or ``"l1"`` on normalised targets.
+        patience: early-stopping patience [epochs].
+        lr_patience, lr_factor, min_lr: plateau LR decay.
+        max_time_s: stop after this wall time [s] (None: no limit); the best model is kept.
+        seed: initialisation and shuffling seed.
+    """
+
+    model: str = "cgcnn"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    target: str = "heat_ref"
+    k: int = 12
+    graph_mode: str = "knn_shell"
+    shell_tol: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    loss: str = "mse"
+    patience: int = 40
+    lr_patience: int = 12
+    lr_factor: float = 0.5
+    min_lr: float = 1e-5
+    max_time_s: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.model not in ("cgcnn", "equivariant"):
+            raise ConfigError(f"model must be 'cgcnn' or 'equivariant', got {self.model!r}")
+        if self.loss not in ("mse", "l1"):
+            raise ConfigError(f"loss must be 'mse' or 'l1', got {self.loss!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+        if not (self.lr > 0):
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+
+
+def build_model(name: str, model_kwargs: dict | None = None):
+    """The model object (``init``/``apply``) for ``name`` ∈ {"cgcnn", "equivariant"}."""
+    kw = dict(model_kwargs or {})
+    if name == "cgcnn":
+        return CGCNN(CGCNNConfig(**kw))
+    if name == "equivariant":
+        from difcrys.nn.property_head import EquivariantConfig, EquivariantPropertyNet
+
+        return EquivariantPropertyNet(EquivariantConfig(**kw))
+    raise ConfigError(f"unknown property model {name!r} (choose 'cgcnn' or 'equivariant')")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def mae(a, b) -> float:
+    """Mean absolute error."""
+    return float(np.mean(np.abs(np.asarray(a, float) - np.asarray(b, float))))
+
+
+def _targets(ds, target: str) -> np.ndarray:
+    if target not in ds.properties:
+        raise ConfigError(f"target {target!r} not in data set {ds.name or ''} (labels: {sorted(ds.properties)})")
+    y = np.asarray(ds.properties[target], float).reshape(-1)
+    if not np.all(np.isfinite(y)):
+        raise ConfigError(f"target {target!r} has NaN/inf values")
+    return y
+
+
+def _pad_graphdata(gd: GraphData, n_max: int, e_max: int) -> GraphData:
+    c, g = gd.crystal, gd.graph
+    N, n = np.shape(c.numbers)
+    E = np.shape(g.mask)[1]
+    if (n, E) == (n_max, e_max):
+        return gd
+    dn, de = n_max - n, e_max - E
+    padn = lambda x, v=0: np.pad(np.asarray(x), [(0, 0), (0, dn)] + [(0, 0)] * (np.ndim(x) - 2), constant_values=v)
+    pade = lambda x, v=0: np.pad(np.asarray(x), [(0, 0), (0, de)] + [(0, 0)] * (np.ndim(x) - 2), constant_values=v)
+    snd = np.where(np.asarray(g.mask), np.asarray(g.senders), n_max)
+    rcv = np.where(np.asarray(g.mask), np.asarray(g.receivers), n_max)
+    crystal = Crystal(numbers=padn(c.numbers), frac=padn(c.frac), lattice=np.asarray(c.lattice), mask=padn(c.mask, False))
+    graph = Graph(senders=pade(snd, n_max), receivers=pade(rcv, n_max), shifts=pade(g.shifts), mask=pade(g.mask, False),
+                  n_edges=np.asarray(g.n_edges), overflow=np.asarray(g.overflow))
+    return GraphData(crystal=crystal, graph=graph)
+
+
+def _common(gds):
+    n_max = max(np.shape(g.crystal.numbers)[1] for g in gds)
+    e_max = max(np.shape(g.graph.mask)[1] for g in gds)
+    return [_pad_graphdata(g, n_max, e_max) for g in gds]
+
+
+def predict_batched(model, variables, gd: GraphData, batch_size: int = 64, type_probs=None) -> np.ndarray:
+    """Eval-mode predictions (normalised units) of all structures of ``gd``, in fixed-size batches."""
+    N = len(gd)
+    if N == 0:
+        raise StructureError("empty batch: no structures to predict")
+    fn = _eval_fn(model)
+    out = []
+    for s in range(0, N, batch_size):
+        idx = np.arange(s, s + batch_size)
+        valid = idx < N
+        idx = np.where(valid, idx, 0)
+        c, g = gd.take(idx)
+        out.append(np.asarray(fn(variables, c, g))[valid])
+    return np.concatenate(out)
+
+
+_EVAL_CACHE = {}
+
+
+def _eval_fn(model):
+    key = id(model)
+    if key not in _EVAL_CACHE:
+        _EVAL_CACHE[key] = (model, jax.jit(lambda v, c, g: model.apply(v, c, g, train=False)[0]))
+    return _EVAL_CACHE[key][1]
+
+
+def parity_plot(y_true, y_pred, path, title: str = "", unit: str = "") -> None:
+    """Scatter of predictions vs targets with the diagonal, saved to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    lo, hi = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.scatter(y_true, y_pred, s=3, alpha=0.4)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel(f"target {unit}")
+    ax.set_ylabel(f"prediction {unit}")
+    ax.set_title(f"{title}  MAE = {mae(y_true, y_pred):.4f} {unit}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _write_json(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def _save(path, tree):
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(serialization.msgpack_serialize(serialization.to_state_dict(jax.device_get(tree))))
+    os.replace(tmp, path)
+
+
+def _load(path, target):
+    with open(path, "rb") as f:
+        return serialization.from_state_dict(target, serialization.msgpack_restore(f.read()))
+
+
+# ------------------------------------------------------------------------------------ training
+def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=None, *, resume: bool = True,
+                   log=print) -> dict:
+    """Train a property model; early stopping and model selection on ``val_ds``.
+
+    Args:
+        config: :class:`PropertyConfig`.
+        train_ds, val_ds: :class:`~difcrys.data.Dataset` with ``properties[config.target]``.
+        run_dir: run folder (created; an existing checkpoint with the same config is resumed).
+        test_ds: optional held-out set, evaluated once with the best model.
+        resume: resume from ``run_dir/checkpoint.msgpack`` if present.
+        log: progress printer (``None`` to silence).
+
+    Returns:
+        dict with ``val_mae``, ``test_mae`` (target units), ``epochs``, ``best_epoch``,
+        ``train_seconds``, ``n_train``, ``n_val``, ``n_test``, ``n_params``.
+    """
+    log = log or (lambda *a, **k: None)
+    y_tr, y_va = _targets(train_ds, config.target), _targets(val_ds, config.target)
+    y_te = _targets(test_ds, config.target) if test_ds is not None else None
+    run = pathlib.Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    mean, std = float(y_tr.mean()), float(y_tr.std() or 1.0)
+    t0 = time.time()
+    feat = lambda ds: featurize(ds.crystals, config.k, config.graph_mode, config.shell_tol)
+    gds = [feat(train_ds), feat(val_ds)] + ([feat(test_ds)] if test_ds is not None else [])
+    gds = _common(gds)
+    gd_tr, gd_va = gds[0], gds[1]
+    gd_te = gds[2] if test_ds is not None else None
+    log(f"featurised {len(gd_tr)}+{len(gd_va)}+{len(gd_te) if gd_te else 0} structures in {time.time() - t0:.1f} s")
+
+    model = build_model(config.model, config.model_kwargs)
+    resolved = {"config": dataclasses.asdict(config), "target_mean": mean, "target_std": std,
+                "model_class": type(model).__name__, "units": (train_ds.units or {}).get(config.target, "")}
+    cfg_path = run / "config.json"
+    key = jax.random.PRNGKey(config.seed)
+    ex_c, ex_g = gd_tr.take(np.arange(min(config.batch_size, len(gd_tr))))
+    variables = model.init(key, ex_c, ex_g)
+    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=config.lr, weight_decay=config.weight_decay)
+    opt_state = tx.init(variables["params"])
+    ckpt = {"variables": variables, "opt_state": opt_state, "epoch": 0, "best_val": float("inf"),
+            "best_epoch": -1, "bad": 0, "bad_lr": 0, "lr": config.lr, "seconds": 0.0}
+    if resume and (run / "checkpoint.msgpack").exists() and cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        free = ("epochs", "max_time_s", "patience")  # may change between resumed sessions
+        strip = lambda d: {k: v for k, v in (d or {}).items() if k not in free}
+        if strip(old.get("config")) != strip(resolved["config"]):
+            raise ConfigError(f"{run} holds a run with a different config; use another run_dir or resume=False")
+        ckpt = _load(run / "checkpoint.msgpack", ckpt)
+        log(f"resumed from epoch {ckpt['epoch']}")
+    else:
+        (run / "metrics.jsonl").unlink(missing_ok=True)
+    _write_json(cfg_path, resolved)
+    n_params = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(ckpt["variables"]["params"])))
+
+    yn_tr = jnp.asarray((y_tr - mean) / std)
+
+    def loss_fn(params, state, c, g, y):
+        pred, new_state = model.apply({"params": params, "state": state}, c, g, train=True)
+        pred = pred.astype(jnp.float32)
+        r = pred - y.astype(pred.dtype)
+        loss = jnp.mean(r**2) if config.loss == "mse" else jnp.mean(jnp.abs(r))
+        return loss, (new_state, jnp.mean(jnp.abs(r)))
+
+    @jax.jit
+    def step(variables, opt_state, c, g, y):
+        (loss, (new_state, m)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"], variables["state"], c, g, y)
+        updates, opt_state = tx.update(grads, opt_state, variables["params"])
+        params = optax.apply_updates(variables["params"], updates)
+        return {"params": params, "state": new_state}, opt_state, loss, m
+
+    variables, opt_state = ckpt["variables"], ckpt["opt_state"]
+    B = min(config.batch_size, len(gd_tr))
+    n_steps = len(gd_tr) // B
+    t_start = time.time() - float(ckpt["seconds"])
+    epoch = int(ckpt["epoch"])
+    while epoch < config.epochs:
+        if config.max_time_s is not None and time.time() - t_start > config.max_time_s:
+            log(f"time budget {config.max_time_s} s reached at epoch {epoch}")
+            break
+        te = time.time()
+        perm = np.random.default_rng([config.seed, epoch]).permutation(len(gd_tr))
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(ckpt["lr"], jnp.float32)
+        losses, maes = [], []
+        for s in range(n_steps):
+            idx = perm[s * B:(s + 1) * B]
+            c, g = gd_tr.take(idx)
+            variables, opt_state, loss, m = step(variables, opt_state, c, g, yn_tr[idx])
+            losses.append(loss)
+            maes.append(m)
+        train_loss = float(np.mean(jax.device_get(losses)))
+        if not math.isfinite(train_loss):
+            raise DifcrysError(f"training diverged at epoch {epoch} (loss {train_loss}); lower lr")
+        val_mae = mae(predict_batched(model, variables, gd_va, B) * std + mean, y_va)
+        epoch += 1
+        improved = val_mae < ckpt["best_val"]
+        if improved:
+            ckpt.update(best_val=val_mae, best_epoch=epoch, bad=0, bad_lr=0)
+            _save(run / "best.msgpack", variables)
+        else:
+            ckpt["bad"] += 1
+            ckpt["bad_lr"] += 1
+            if ckpt["bad_lr"] >= config.lr_patience:
+                ckpt["lr"] = max(ckpt["lr"] * config.lr_factor, config.min_lr)
+                ckpt["bad_lr"] = 0
+        rec = {"epoch": epoch, "lr": ckpt["lr"], "train_loss": train_loss,
+               "train_mae": float(np.mean(jax.device_get(maes))) * std, "val_mae": val_mae,
+               "seconds": time.time() - te}
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        log(f"epoch {epoch}: loss {train_loss:.4f} val MAE {val_mae:.4f} lr {ckpt['lr']:.2e} "
+            f"({rec['seconds']:.1f} s){' *' if improved else ''}")
+        ckpt.update(variables=variables, opt_state=opt_state, epoch=epoch, seconds=time.time() - t_start)
+        _save(run / "checkpoint.msgpack", ckpt)
+        if ckpt["bad"] >= config.patience:
+            log(f"early stop at epoch {epoch} (best {ckpt['best_epoch']})")
+            break
+
+    best = _load(run / "best.msgpack", variables) if (run / "best.msgpack").exists() else variables
+    unit = resolved["units"]
+    res = {"model": config.model, "target": config.target, "units": unit, "n_params": n_params,
+           "n_train": len(gd_tr), "n_val": len(gd_va), "n_test": len(gd_te) if gd_te else 0,
+           "epochs": epoch, "best_epoch": int(ckpt["best_epoch"]),
+           "train_seconds": float(time.time() - t_start)}
+    splits = [("val", gd_va, y_va, val_ds)] + ([("test", gd_te, y_te, test_ds)] if gd_te is not None else [])
+    for name, gd, y, ds in splits:
+        p = predict_batched(model, best, gd, B) * std + mean
+        res[f"{name}_mae"] = mae(p, y)
+        with open(run / f"predictions_{name}.csv", "w") as f:
+            f.write("id,target,prediction\n")
+            for i, a, b in zip(ds.ids, y, p):
+                f.write(f"{i},{a:.6g},{b:.6g}\n")
+        parity_plot(y, p, run / f"parity_{name}.png", f"{config.model} {name}", unit)
+    _write_json(run / "results.json", res)
+    return res
+
+
+# ----------------------------------------------------------------------------------- inference
+class Predictor:
+    """A trained model loaded from a run folder: ``predictor(crystals) -> [N]`` in target units."""
+
+    def __init__(self, run_dir, which: str = "best"):
+        run = pathlib.Path(run_dir)
+        cfg_path = run / "config.json"
+        ck = run / f"{which}.msgpack"
+        if not cfg_path.exists() or not ck.exists():
+            raise ConfigError(f"{run} is not a property run folder (needs config.json and {which}.msgpack)")
+        meta = json.loads(cfg_path.read_text())
+        self.config = PropertyConfig(**meta["config"])
+        self.mean, self.std = float(meta["target_mean"]), float(meta["target_std"])
+        self.units = meta.get("units", "")
+        self.model = build_model(self.config.model, self.config.model_kwargs)
+        template = self.model.init(jax.random.PRNGKey(0))
+        state = _load(ck, template)
+        self.variables = state
+
+    def featurize(self, crystals) -> GraphData:
+        return featurize(crystals, self.config.k, self.config.graph_mode, self.config.shell_tol)
+
+    def __call__(self, crystals) -> np.ndarray:
+        """Predictions [target units] for a list of Crystals (raises on empty input/unknown elements)."""
+        gd = self.featurize(crystals)
+        return predict_batched(self.model, self.variables, gd, self.config.batch_size) * self.std + self.mean
+
+
+def load_predictor(run_dir, which: str = "best") -> Predictor:
+    """Load ``run_dir/{which}.msgpack`` with its config (see :class:`Predictor`)."""
+    return Predictor(run_dir, which)
+
+
+# ----------------------------------------------------------------------------------- baselines
+def composition_features(crystals) -> np.ndarray:
+    """``[N, MAX_Z]`` element fractions (column ``Z - 1``): the composition-only representation.
+
+    Raises:
+        StructureError: empty list. ElementError: Z outside 1 … MAX_Z.
+    """
+    cl = list(crystals)
+    if not cl:
+        raise StructureError("empty batch: no structures")
+    X = np.zeros((len(cl), MAX_Z))
+    for r, c in enumerate(cl):
+        z = np.asarray(c.numbers)[np.asarray(c.mask, bool)]
+        check_elements(z)
+        np.add.at(X[r], z - 1, 1.0)
+        X[r] /= max(len(z), 1)
+    return X
+
+
+def mean_baseline(y_train, y_eval) -> float:
+    """MAE of predicting the training-set mean."""
+    return mae(np.full(len(y_eval), np.mean(y_train)), y_eval)
+
+
+def composition_ridge(train_crystals, y_train, val_crystals, y_val, test_crystals=None, y_test=None,
+                      alphas=tuple(10.0 ** np.arange(-6, 3))) -> dict:
+    """Ridge regression on element fractions plus their pairwise products (composition only).
+
+    Features: fractions ``f`` (``[MAX_Z]``) and the upper triangle of ``f f^T`` restricted to the
+    elements present in the training set (a quadratic composition model: it can represent
+    pairwise element interactions, which a linear model on fractions cannot). ``alpha`` is chosen
+    by validation MAE.
+
+    Returns:
+        dict with ``alpha``, ``val_mae`` and (if given) ``test_mae``.
+    """
+    Ftr, Fva = composition_features(train_crystals), composition_features(val_crystals)
+    used = np.flatnonzero(Ftr.sum(0) > 0)
+    iu = np.triu_indices(len(used))
+
+    def phi(F):
+        f = F[:, used]
+        q = (f[:, :, None] * f[:, None, :])[:, iu[0], iu[1]]
+        return np.concatenate([np.ones((len(f), 1)), f, q], axis=1)
+
+    Xtr, Xva = phi(Ftr), phi(Fva)
+    ytr = np.asarray(y_train, float)
+    mu = ytr.mean()
+    best = None
+    G = Xtr.T @ Xtr
+    for a in alphas:
+        w = np.linalg.solve(G + a * np.eye(len(G)), Xtr.T @ (ytr - mu))
+        m = mae(Xva @ w + mu, y_val)
+        if best is None or m < best[1]:
+            best = (a, m, w)
+    out = {"alpha": float(best[0]), "val_mae": best[1], "n_features": int(Xtr.shape[1])}
+    if test_crystals is not None:
+        out["test_mae"] = mae(phi(composition_features(test_crystals)) @ best[2] + mu, y_test)
+    return out
