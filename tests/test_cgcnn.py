@@ -13,7 +13,6 @@ from difcrys.nn.cgcnn import (
     CGCNNConfig,
     element_feature_table,
     featurize,
-    flatten_batch,
     gaussian_expansion,
     property_graph,
 )
@@ -104,6 +103,8 @@ def test_knn_shell_graph_matches_ase_and_is_supercell_consistent():
     # keeps all 8 (14 neighbours), while strict 12-NN would keep 6 arbitrary Sr.
     assert len(sh[0]) == 12 and all(d == pytest.approx(3.905 / np.sqrt(2)) for _, d in sh[0])
     assert len(sh[1]) == 14
+    ki, kj, _ = property_graph(c, mode="knn")  # strict 12-NN: only 6 of the 8 equidistant Sr
+    assert np.sum(ki == 1) == 12 and np.sum(np.asarray(c.numbers)[kj[ki == 1]] == 38) == 6
     # reference: ASE neighbour list within the shell radius of Ti
     ai, aj, ad = neighbor_list("ijd", to_ase(c), 3.905 * np.sqrt(3) / 2 + 1e-3)
     assert np.sum(ai == 1) == 14
@@ -177,6 +178,7 @@ def test_invariance_primitive_vs_supercell(transformed_predictions):
         assert y[k] == pytest.approx(y["cubic"], rel=1e-10, abs=1e-10), k
 
 
+@pytest.mark.slow
 def test_batch_independence_in_eval(model64, transformed_predictions):
     m, v = model64
     ya = predict(m, v, [distorted()])[0]  # alone, unpadded
@@ -222,6 +224,7 @@ def test_gradients_positions_lattice_and_soft_types_match_fd(model64):
     assert np.abs(np.asarray(gp)[:, cols]).max() > 1e-6
 
 
+@pytest.mark.slow
 def test_float32_default_and_train_mode_updates_running_stats():
     m = CGCNN()
     v = m.init(jax.random.PRNGKey(0))

@@ -190,19 +190,29 @@ def test_tiny_cell_many_images():
 
 
 def test_strongly_triclinic_cell():
-    lattice = np.array([[3.0, 0.0, 0.0], [2.7, 1.2, 0.0], [-2.5, 0.9, 1.1]])  # angles far from 90°
+    lattice = 1.6 * np.array([[3.0, 0.0, 0.0], [2.7, 1.2, 0.0], [-2.5, 0.9, 1.1]])  # angles far from 90°
     rng = np.random.default_rng(0)
     frac = rng.random((4, 3))
     atoms = Atoms("SiOOC", scaled_positions=frac, cell=lattice, pbc=True)
     c = _crystal(atoms)
     h = np.asarray(G.cell_heights(np.asarray(lattice)))
-    assert h.min() < 1.2  # thin cell: the image range is set by the heights, not the lengths
-    for method in ("dense", "cell_list"):
-        for cutoff in (2.5, 6.0):
-            g = G.neighbor_graph(c, cutoff, method=method)
-            i, j, S = g.edges_numpy()
-            d = np.asarray(G.edge_lengths(c, g))[np.asarray(g.mask)]
-            _assert_same_edges(i, j, S, d, _ase_edges(atoms, cutoff), cutoff, label=f"{method} {cutoff}")
+    assert h.min() < 2.0  # thin cell: the image range is set by the heights, not the lengths
+    plan = G.plan_graph(c, 6.0)  # one plan (made for the larger cutoff) serves both cutoffs
+    for cutoff in (2.5, 6.0):
+        g = G.neighbor_graph(c, cutoff, plan=plan)
+        i, j, S = g.edges_numpy()
+        d = np.asarray(G.edge_lengths(c, g))[np.asarray(g.mask)]
+        _assert_same_edges(i, j, S, d, _ase_edges(atoms, cutoff), cutoff, label=f"rc={cutoff}")
+    # the cell list on a supercell of the same skewed cell (bins are thin parallelepipeds)
+    sc = atoms * (4, 4, 6)
+    sc.rattle(0.02, seed=10)
+    csc = _crystal(sc)
+    plan = G.plan_graph(csc, 2.5, method="cell_list")
+    assert np.prod(plan.n_bins) > 1
+    g = G.neighbor_graph(csc, 2.5, plan=plan)
+    i, j, S = g.edges_numpy()
+    d = np.asarray(G.edge_lengths(csc, g))[np.asarray(g.mask)]
+    _assert_same_edges(i, j, S, d, _ase_edges(sc, 2.5), 2.5, label="cell list")
 
 
 def test_unwrapped_coordinates_shift_convention():

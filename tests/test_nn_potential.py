@@ -94,6 +94,7 @@ def test_forces_and_stress_are_finite_differences(model, crystal):
         assert fd == pytest.approx(ref["stress"][i, j], abs=1e-6 * max(1.0, abs(fd)))
 
 
+@pytest.mark.slow
 def test_smooth_cutoff_dimer(model):
     pot, params = model
     rc = pot.config.cutoff
@@ -111,6 +112,7 @@ def test_smooth_cutoff_dimer(model):
     assert float(polynomial_envelope(1.0)) == 0.0
 
 
+@pytest.mark.slow
 def test_float32_model_matches_float64(model, crystal):
     pot64, params64 = model
     cfg32 = PotentialConfig(**{**pot64.config.__dict__, "dtype": "float32"})
@@ -154,3 +156,28 @@ def test_bad_input(model, crystal):
         PotentialConfig(species=["Xx"])
     with pytest.raises(ConfigError, match="unknown model option"):
         PotentialConfig.from_dict({"species": ["Si"], "chanels": 3})
+
+
+def test_dpmd_baseline_symmetries_and_forces(crystal):
+    """DeepPot-SE baseline: rotation/permutation invariance and forces = −∂E/∂C (finite differences)."""
+    cfg = PotentialConfig(species=["Si", "O"], cutoff=3.2, kind="dpmd", channels=8, axis_neurons=4,
+                          radial_hidden=16, avg_num_neighbors=8.0, dtype="float64", scale=0.5)
+    pot = Potential(cfg)
+    params = pot.init(jax.random.PRNGKey(2))
+    assert "fit_out" in params["params"]
+    ref = pot.compute(params, crystal)
+    R = Rotation.random(random_state=7).as_matrix()
+    perm = np.array([3, 1, 0, 2])
+    moved = Crystal.create(np.asarray(crystal.numbers)[perm], np.asarray(crystal.frac)[perm],
+                           np.asarray(crystal.lattice) @ R.T)
+    out = pot.compute(params, moved)
+    assert out["energy"] == pytest.approx(ref["energy"], rel=1e-12)
+    np.testing.assert_allclose(out["forces"], ref["forces"][perm] @ R.T, atol=1e-10)
+    g = pot.graph(crystal)
+    e = jax.jit(lambda p: pot.energy_from_positions(params, crystal.numbers, p, crystal.lattice, crystal.mask, g))
+    pos = np.asarray(crystal.positions)
+    d = np.zeros_like(pos)
+    d[2, 1] = 1e-5
+    fd = -(float(e(pos + d)) - float(e(pos - d))) / 2e-5
+    assert fd == pytest.approx(ref["forces"][2, 1], abs=1e-7)
+    assert abs(ref["forces"][2, 1]) > 1e-4

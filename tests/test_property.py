@@ -71,7 +71,8 @@ def rotation(seed=1):
     return q * np.sign(np.linalg.det(q))
 
 
-def test_equivariant_head_invariances_and_fd_gradient():
+@pytest.fixture(scope="module")
+def equivariant_setup():
     m = EquivariantPropertyNet(EquivariantConfig(n_scalars=8, n_vectors=4, n_layers=2, radial_hidden=8,
                                                  readout_hidden=8, dtype="float64"))
     c = distorted(2)
@@ -84,17 +85,28 @@ def test_equivariant_head_invariances_and_fd_gradient():
     gd = featurize(items)
     cb, gb = gd.take(np.arange(len(items)))
     v = m.init(jax.random.PRNGKey(0), cb, gb)
+    return m, v, cb, gb
+
+
+def test_equivariant_head_invariances(equivariant_setup):
+    m, v, cb, gb = equivariant_setup
     assert all(x.dtype == jnp.float64 for x in jax.tree_util.tree_leaves(v["params"]))
-    y = np.asarray(m.apply(v, cb, gb)[0])
+    y = np.asarray(jax.jit(lambda v: m.apply(v, cb, gb)[0])(v))
+    # rotation, translation, permutation, supercell (10 atoms, padded in the same batch)
     np.testing.assert_allclose(y[1:5], y[0], rtol=1e-9, atol=1e-10)
     assert abs(y[5] - y[0]) > 1e-5
-    # gradient w.r.t. the lattice of the first structure against central finite differences
+
+
+@pytest.mark.slow
+def test_equivariant_head_lattice_gradient_matches_fd(equivariant_setup):
+    m, v, cb, gb = equivariant_setup
     lat0 = np.asarray(cb.lattice)
 
+    @jax.jit
     def f(l0):
         return m.apply(v, cb.replace(lattice=jnp.asarray(lat0).at[0].set(l0)), gb)[0][0]
 
-    g = np.asarray(jax.grad(f)(jnp.asarray(lat0[0])))
+    g = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(lat0[0])))
     h = 1e-5
     fd = np.zeros((3, 3))
     for i in range(3):
@@ -120,6 +132,7 @@ def _toy_sets():
     return make(64, 0), make(16, 100), make(16, 200)
 
 
+@pytest.mark.slow
 def test_train_resume_predict_and_cli(tmp_path, capsys):
     tr, va, te = _toy_sets()
     cfg = PropertyConfig(model="cgcnn", target="vpa", epochs=15, batch_size=16, lr=5e-3, loss="l1",

@@ -207,3 +207,18 @@ def test_tiny_potential_config_trains_and_reloads(tmp_path):
     atoms = __import__("difcrys.io", fromlist=["to_ase"]).to_ase(ds.crystals[0])
     atoms.calc = DifcrysCalculator.from_run(run)
     assert np.isfinite(atoms.get_potential_energy())
+
+
+@pytest.mark.parametrize("name", ["mlearn_Si", "mlearn_Ge", "mlearn_Li", "mlearn_Mo", "mlearn_Ni", "mlearn_Cu",
+                                  "mlearn_Si_dpmd", "acac", "ethanol"])
+def test_shipped_configs_validate(name):
+    from difcrys.nn.potential import PotentialConfig
+    from difcrys.train.config import dataclass_from_dict, load_yaml
+    from difcrys.train.potential import LossConfig
+
+    for variant in (None, "test"):
+        d = load_yaml(os.path.join(ROOT, "configs", f"{name}.yaml"), variant)
+        dataclass_from_dict(TrainConfig, d["train"], "train")
+        dataclass_from_dict(LossConfig, d["loss"], "loss")
+        PotentialConfig.from_dict(d["model"])
+        assert "train" in d["data"] and d["data"]["test"]

@@ -213,13 +213,13 @@ def test_stick_pattern_jit_vmap_and_profile_area():
         np.testing.assert_allclose(got[keep], ref.intensity, atol=1e-8)
     # unit-area shapes: the integral of the profile equals the summed integrated intensities
     c, r = cs[0], reflections(cs[0], 1.54184, (0, 100))
-    tt = jnp.linspace(0.5, 100, 20000)
+    tt = jnp.linspace(0.5, 100, 8000)
     _, I = jax.jit(lambda c: xp.reflection_intensities(c, r, 1.54184, two_theta_range=(10.0, 80.0)))(c)
     import dataclasses
 
     r_in = dataclasses.replace(r, mask=np.asarray(r.mask) & (np.asarray(I) > 0))
     for shape in xp.PROFILES:
-        prof = xp.Profile(W=0.01 if shape != "lorentzian" else 0.0004)
+        prof = xp.Profile(W=0.04 if shape != "lorentzian" else 0.0025)
         y = jax.jit(lambda c, p: xp.powder_pattern(c, r_in, tt, (1.54184,), (1.0,), shape=shape, profile=p))(c, prof)
         area = float(jnp.trapezoid(y, tt))
         tol = 2e-3 if shape == "gaussian" else 2e-2  # Lorentzian tails leave the window
@@ -298,8 +298,8 @@ def test_reads_measured_start_step_end_format():
 
 def test_windowed_profile_equals_full_grid_evaluation():
     c = _triclinic()
-    tt = jnp.linspace(10, 70, 3001)  # uniform, step 0.02°
-    refl = reflections(c, 1.54056, (0, 75))
+    tt = jnp.linspace(20, 50, 1501)  # uniform, step 0.02°
+    refl = reflections(c, 1.54056, (0, 55))
     prof = xp.Profile(U=0.01, V=-0.005, W=0.01, eta0=0.0)
 
     def f(lat, window):
@@ -313,3 +313,21 @@ def test_windowed_profile_equals_full_grid_evaluation():
     g1 = jax.grad(lambda L: jnp.sum(w * full(L)))(c.lattice)
     g2 = jax.grad(lambda L: jnp.sum(w * win(L)))(c.lattice)
     np.testing.assert_allclose(g2, g1, rtol=1e-7, atol=1e-9 * float(jnp.abs(g1).max()))
+
+
+def test_gradients_finite_with_padded_atoms_and_reflections():
+    from difcrys.crystal import pad
+    from difcrys.xrd.reflections import pad_reflections
+
+    c = Crystal.create(["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], (np.ones((3, 3)) - np.eye(3)) * 2.82)
+    r = pad_reflections(reflections(c, 1.54, (10, 80), margin=0.05), 200, 30)
+    cp = pad(c, 4)
+
+    def f(lat, frac, B):
+        s = xp.stick_pattern(cp.replace(lattice=lat, frac=frac), r, 1.54, (10.0, 80.0), B=B)
+        y = xp.powder_pattern(cp.replace(lattice=lat, frac=frac), r, jnp.linspace(10, 80, 500), B=B, window=20)
+        return jnp.sum(s.intensity * s.two_theta) + jnp.sum(y)
+
+    g = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(cp.lattice, cp.frac, jnp.full(4, 0.3))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
+    assert float(jnp.abs(g[0]).max()) > 0

@@ -89,6 +89,7 @@ def test_identify_with_shipped_model_ranks_rock_salt(tmp_path, capsys):
     assert sum(c["probability"] for c in d["candidates"]) <= 1 + 1e-9
 
 
+@pytest.mark.slow
 def test_refine_command_fits_lattice_of_simulated_pattern(tmp_path, capsys):
     from difcrys import io
     from difcrys.xrd.api import simulate_profile

@@ -23,7 +23,7 @@ def _bcc(a, el="Fe"):
 
 
 def test_unperturbed_simulation_is_the_powder_pattern():
-    grid = idf.Grid(lo=20, hi=100, n=512, pool=2)
+    grid = idf.Grid(lo=20, hi=100, n=256, pool=2)
     prep = idf.prepare_crystals([_fcc(3.6), _bcc(2.87)], grid, strain=0.0)
     X, y = idf.simulate_dataset(prep, np.array([0, 1]), 1, grid, idf.NO_AUGMENT, batch=2)
     (l1, l2), (w1, w2) = radiation.kalpha_doublet("Cu")
@@ -41,9 +41,11 @@ def test_ensemble_probabilities_follow_the_confidence_rule():
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[idf.init_submodel(k, 3, (8, 8)) for k in keys])
     x = jax.random.uniform(jax.random.PRNGKey(1), (4, 64))
-    lp = np.asarray(jax.jit(lambda p, x: idf.ensemble_log_proba(p, groups, x))(params, x))
+    both = jax.jit(lambda p, x: (idf.ensemble_log_proba(p, groups, x),
+                                 jax.vmap(idf.apply_submodel, in_axes=(0, None))(p, x)))
+    lp, (logits, conf) = both(params, x)
+    lp = np.asarray(lp)
     np.testing.assert_allclose(np.exp(lp).sum(-1), 1.0, rtol=1e-5)
-    logits, conf = jax.jit(jax.vmap(idf.apply_submodel, in_axes=(0, None)))(params, x)
     p0 = jax.nn.sigmoid(conf[0])[:, None] * jax.nn.softmax(logits[0], -1)
     p1 = jax.nn.sigmoid(conf[1])[:, None] * jax.nn.softmax(logits[1][:, :2], -1)
     manual = np.concatenate([p0, p1], -1)
@@ -96,6 +98,7 @@ def test_identify_bad_input(tmp_path):
         idf.pattern_to_input(np.linspace(100, 120, 10), np.ones(10), idf.Grid())
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_recognises_training_structures():
     if not (idf.SHIPPED_MODEL / "model.json").exists():
         pytest.skip("no shipped classifier checkpoint")

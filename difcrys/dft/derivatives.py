@@ -13,6 +13,8 @@ negative diagonal = the cell wants to expand... i.e. pressure ``P = −Tr σ / 3
 
 from __future__ import annotations
 
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +66,23 @@ def symmetrize_stress(setup, lattice, frac, s):
     return jnp.mean(jnp.einsum("sij,jk,slk->sil", Rc, s, Rc), 0)
 
 
+_GRADS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _grad_fns(setup):
+    """Jitted ``∂E/∂frac`` and ``∂E/∂ε`` for a setup, cached (relaxations call them every step)."""
+    if setup not in _GRADS:
+        def e_frac(frac, params, coeffs, occ):
+            return _energy(setup, params["lattice"], frac, params, coeffs, occ)
+
+        def e_strain(eps, params, coeffs, occ):
+            eps = 0.5 * (eps + eps.T)
+            return _energy(setup, params["lattice"] @ (jnp.eye(3) + eps), params["frac"], params, coeffs, occ)
+
+        _GRADS[setup] = (jax.jit(jax.grad(e_frac)), jax.jit(jax.grad(e_strain)))
+    return _GRADS[setup]
+
+
 def raw_forces_au(res):
     """``−∂E/∂R`` [Ha/Bohr] of the discretised energy, without symmetrisation or mean removal.
 
@@ -71,8 +90,7 @@ def raw_forces_au(res):
     k-point set is not symmetry-reduced).
     """
     p = res.params
-    g_frac = jax.jit(jax.grad(lambda f: _energy(res.setup, p["lattice"], f, p, res.coeffs,
-                                               jnp.asarray(res.occupations))))(p["frac"])
+    g_frac = _grad_fns(res.setup)[0](p["frac"], p, res.coeffs, jnp.asarray(res.occupations))
     return -g_frac @ jnp.linalg.inv(p["lattice"]).T
 
 
@@ -90,13 +108,7 @@ def forces_au(res):
 def stress_au(res):
     """Stress tensor ``[3, 3]`` [Ha/Bohr³], ``σ = Ω⁻¹ ∂E/∂ε`` with ``L' = L (I + ε)``."""
     p = res.params
-
-    def e_of_strain(eps):
-        eps = 0.5 * (eps + eps.T)
-        lat = p["lattice"] @ (jnp.eye(3) + eps)
-        return _energy(res.setup, lat, p["frac"], p, res.coeffs, jnp.asarray(res.occupations))
-
-    g = jax.jit(jax.grad(e_of_strain))(jnp.zeros((3, 3)))
+    g = _grad_fns(res.setup)[1](jnp.zeros((3, 3)), p, res.coeffs, jnp.asarray(res.occupations))
     return symmetrize_stress(res.setup, p["lattice"], p["frac"], g / T.volume(p["lattice"]))
 
 

@@ -49,7 +49,8 @@ def _dense(setup, lattice, frac, psp, veff_r, X0):
         w, v = jnp.linalg.eigh(Hk)
         return w[:nb], v[:, :nb].T
 
-    return jax.vmap(per_k)(jnp.asarray(b.kpts), jnp.asarray(b.miller, lattice.dtype), jnp.asarray(b.mask))
+    kpts, miller, mask, _ = T.k_arrays(setup, lattice.dtype)
+    return jax.vmap(per_k)(kpts, miller, mask)
 
 
 def _orthonormalize(Z):
@@ -110,8 +111,8 @@ def _lobpcg(setup, lattice, frac, psp, veff_r, X0, n_iter: int = LOBPCG_ITERS):
         w, v, _ = rayleigh_ritz(X)
         return w, (X @ v).T
 
-    return jax.vmap(per_k)(jnp.asarray(b.kpts), jnp.asarray(b.miller, lattice.dtype), jnp.asarray(b.mask),
-                           jnp.asarray(b.fft_index), X0)
+    kpts, miller, mask, fft_index = T.k_arrays(setup, lattice.dtype)
+    return jax.vmap(per_k)(kpts, miller, mask, fft_index, T.kshard(setup, X0))
 
 
 SOLVERS = {"dense": _dense, "lobpcg": _lobpcg}

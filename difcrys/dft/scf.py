@@ -47,7 +47,8 @@ class SCFResult:
         rho: density on the FFT grid ``[N1,N2,N3]`` [Bohr⁻³].
         coeffs: plane-wave coefficients ``[nk, nb, npw]``.
         eigenvalues: ``[nk, nb]`` [Ha] (ABINIT convention: without the psp_core shift).
-        occupations: ``[nk, nb]`` in [0, 2].
+        occupations: ``[nk, nb]`` in [0, 2] (like ``coeffs``, including the zero-weight k-points
+            that pad a sharded k-set to a multiple of the device count).
         fermi_level: [Ha] (the highest occupied level for insulators).
         energy: total free energy [Ha].
         terms: energy terms [Ha].
@@ -71,12 +72,17 @@ class SCFResult:
     wall_time_s: float
 
     @property
+    def n_kpoints(self) -> int:
+        """Number of physical k-points (without the zero-weight padding used for sharding)."""
+        return self.setup.n_kpoints_real or len(self.setup.basis.kpts)
+
+    @property
     def kpoints(self) -> np.ndarray:
-        return self.setup.basis.kpts
+        return self.setup.basis.kpts[: self.n_kpoints]
 
     @property
     def weights(self) -> np.ndarray:
-        return self.setup.basis.weights
+        return self.setup.basis.weights[: self.n_kpoints]
 
     def gap(self):
         """Band gap information (Ha), see :func:`difcrys.dft.bands.band_gap`."""
@@ -98,7 +104,7 @@ def _symmetry_ops(crystal: Crystal, symprec: float = 1e-5):
 
 def prepare(crystal: Crystal, ecut: float, kgrid=(1, 1, 1), shift=(0.0, 0.0, 0.0), smearing: str = "none",
             width: float = 0.0, xc: str = "lda-teter", n_bands: int | None = None, fft_shape=None,
-            symmetry: bool = True, pseudopotentials: dict | None = None, kpoints=None):
+            symmetry: bool = True, pseudopotentials: dict | None = None, kpoints=None, devices=None):
     """Validate inputs and build the static setup and traced parameters of a KS problem.
 
     Args:
@@ -113,7 +119,9 @@ def prepare(crystal: Crystal, ecut: float, kgrid=(1, 1, 1), shift=(0.0, 0.0, 0.0
         fft_shape: explicit FFT grid.
         symmetry: reduce k-points and symmetrise the density with the space group.
         pseudopotentials: optional ``{symbol: variant key}`` (e.g. ``{"Ga": "Ga-q13"}``).
-        kpoints: optional explicit ``(kpts [nk,3], weights [nk])`` replacing the grid (no symmetry).
+        kpoints: optional explicit ``(kpts [nk,3], weights [nk])`` replacing the grid.
+        devices: shard the k-points over devices: an int (the first n of ``jax.devices()``),
+            ``"all"``, or None (no sharding).
 
     Returns:
         ``(setup, params)``.
@@ -172,6 +180,16 @@ def prepare(crystal: Crystal, ecut: float, kgrid=(1, 1, 1), shift=(0.0, 0.0, 0.0
     else:
         kpts, weights, _ = reduce_kpoints(kgrid, shift, None, time_reversal=True)
         symops = None
+    mesh, n_real = None, len(kpts)
+    if devices is not None:
+        devs = jax.devices() if devices == "all" else jax.devices()[: int(devices)]
+        from jax.sharding import AxisType, Mesh
+
+        mesh = Mesh(np.array(devs), ("k",), axis_types=(AxisType.Auto,))
+        pad = (-len(kpts)) % len(devs)
+        if pad:  # zero-weight copies of the first k-point: no contribution to any sum
+            kpts = np.concatenate([kpts, np.repeat(kpts[:1], pad, 0)])
+            weights = np.concatenate([np.asarray(weights, float) / np.sum(weights), np.zeros(pad)])
     basis = build_basis(lattice, ecut, kpts, weights, fft_shape=fft_shape, symops=symops)
     if n_bands > int(basis.npw.min()):
         raise ConfigError(f"{n_bands} bands requested but the smallest plane-wave basis has only "
@@ -179,7 +197,8 @@ def prepare(crystal: Crystal, ecut: float, kgrid=(1, 1, 1), shift=(0.0, 0.0, 0.0
     layout = pseudo.projector_layout(species_of_atom, psp_list)
     setup = T.Setup(basis=basis, species_of_atom=species_of_atom, species_onehot=onehot, layout=layout,
                     n_electrons=n_el, n_bands=int(n_bands), xc=functional, smearing=smearing,
-                    width=float(width), ewald=ewald_setup(lattice), symops=symops, psp_list=tuple(psp_list))
+                    width=float(width), ewald=ewald_setup(lattice), symops=symops, psp_list=tuple(psp_list),
+                    mesh=mesh, n_kpoints_real=n_real)
     params = {"lattice": jnp.asarray(lattice), "frac": jnp.asarray(frac),
               "psp": pseudo.stack_species(psp_list), "xc": functional.params}
     return setup, params
@@ -300,7 +319,8 @@ def run_scf(crystal: Crystal | None = None, ecut: float | None = None, kgrid=(1,
     # the reported state is F(ρ_last): coefficients, occupations and ρ_out of the last diagonalisation
     result = SCFResult(
         setup=setup, params=params, rho=out["rho"], coeffs=out["coeffs"],
-        eigenvalues=np.asarray(out["eigenvalues"]), occupations=np.asarray(out["occ"]),
+        eigenvalues=np.asarray(out["eigenvalues"])[: setup.n_kpoints_real or None],
+        occupations=np.asarray(out["occ"]),
         fermi_level=float(out["fermi"]), energy=e, terms={k: float(v) for k, v in terms.items()},
         converged=converged, n_iter=it, history=history, wall_time_s=time.perf_counter() - t0)
     if not converged and raise_on_failure:

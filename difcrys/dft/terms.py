@@ -50,6 +50,10 @@ class Setup:
         symops: ``(rotations [nsym,3,3], translations [nsym,3])`` used to symmetrise the density
             (None without symmetry); forces and stress are symmetrised with the same operations.
         psp_list: the per-species pseudopotential parameters (host copies).
+        mesh: optional ``jax.sharding.Mesh`` with one axis ``"k"``: k-point-batched work is
+            sharded across its devices (k-points padded with zero weights to a multiple of the
+            device count).
+        n_kpoints_real: number of k-points before that padding.
     """
 
     basis: PlaneWaveBasis
@@ -64,6 +68,26 @@ class Setup:
     ewald: EwaldSetup
     symops: tuple | None = None
     psp_list: tuple = ()
+    mesh: object = None
+    n_kpoints_real: int | None = None
+
+
+# ----------------------------------------------------------------------------- sharding
+def kshard(setup: "Setup", x):
+    """Constrain an array with a leading k-point axis to be sharded over ``setup.mesh`` (no-op without one)."""
+    if setup.mesh is None:
+        return x
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    spec = PartitionSpec("k", *([None] * (jnp.ndim(x) - 1)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(setup.mesh, spec))
+
+
+def k_arrays(setup: "Setup", dtype):
+    """The basis' per-k arrays (k-points, Miller indices, masks, FFT indices), sharded over k."""
+    b = setup.basis
+    return (kshard(setup, jnp.asarray(b.kpts, dtype)), kshard(setup, jnp.asarray(b.miller, dtype)),
+            kshard(setup, jnp.asarray(b.mask)), kshard(setup, jnp.asarray(b.fft_index)))
 
 
 # ----------------------------------------------------------------------------- grids
@@ -232,8 +256,9 @@ def band_density(setup: Setup, lattice, coeffs_k, occ_k, fft_index_k, mask_k):
 def density(setup: Setup, lattice, coeffs, occ):
     """Symmetrised density ``ρ(r)`` ``[N1,N2,N3]`` [Bohr⁻³] from coefficients ``[nk, nb, npw]``."""
     b = setup.basis
+    _, _, mask, fft_index = k_arrays(setup, lattice.dtype)
     per_k = jax.vmap(lambda c, f, idx, msk: band_density(setup, lattice, c, f, idx, msk))(
-        coeffs, occ, jnp.asarray(b.fft_index), jnp.asarray(b.mask))
+        kshard(setup, coeffs), kshard(setup, occ), fft_index, mask)
     rho = jnp.tensordot(jnp.asarray(b.weights), per_k, axes=1)
     return symmetrize(setup, rho)
 
@@ -259,8 +284,8 @@ def nonlocal_energy(setup: Setup, lattice, frac, psp, coeffs, occ):
         e = jnp.real(jnp.einsum("pn,pq,qn->n", jnp.conj(proj), D, proj)) / vol
         return jnp.sum(f * e)
 
-    ek = jax.vmap(per_k)(jnp.asarray(b.kpts), jnp.asarray(b.miller, lattice.dtype), jnp.asarray(b.mask),
-                         coeffs, occ)
+    kpts, miller, mask, _ = k_arrays(setup, lattice.dtype)
+    ek = jax.vmap(per_k)(kpts, miller, mask, kshard(setup, coeffs), kshard(setup, occ))
     return jnp.sum(jnp.asarray(b.weights) * ek)
 
 

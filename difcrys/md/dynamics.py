@@ -114,6 +114,7 @@ class MDResult:
     positions: np.ndarray
     velocities: np.ndarray
     n_rebuild_growths: int
+    chunk_seconds: np.ndarray = None  # wall time of each chunk of ``log_every`` steps (first one compiles)
 
     def drift_meV_per_atom_per_ns(self, n_atoms: int) -> float:
         """Linear-fit slope of the conserved quantity, meV/atom/ns."""
@@ -203,8 +204,12 @@ def run_md(potential, params, crystal: Crystal, *, ensemble: str = "nve", temper
     R0 = jnp.asarray(crystal.positions, dtype)
     key = jax.random.PRNGKey(seed)
     graph = model.build(R0)
-    if bool(graph.overflow):
+    growths = 0
+    while bool(graph.overflow):
+        if growths > 6:
+            raise CapacityError("MD neighbour list still overflowing after reallocation")
         model.grow(graph)
+        growths += 1
         graph = model.build(R0)
     momenta = None if velocities is None else jnp.asarray(velocities, dtype) / FS * mass[:, None]
     if ens == "nve":
@@ -262,16 +267,21 @@ def run_md(potential, params, crystal: Crystal, *, ensemble: str = "nve", temper
 
     log(0, state, graph)
     R_ref = state.position
-    growths = 0
     n_chunks = int(math.ceil(int(steps) / log_every))
     it = range(n_chunks)
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc=f"MD {ens}", dynamic_ncols=True)
+    import time as _time
+
+    chunk_s = []
     for c in it:
         for attempt in range(6):
+            t0 = _time.perf_counter()
             new_state, new_graph, new_ref, over = chunk(state, graph, R_ref)
+            jax.block_until_ready(new_state.position)
+            chunk_s.append(_time.perf_counter() - t0)
             if not bool(over):
                 break
             model.grow(new_graph)
@@ -288,4 +298,4 @@ def run_md(potential, params, crystal: Crystal, *, ensemble: str = "nve", temper
                     kinetic_energy=np.asarray(logs["ke"]), total_energy=np.asarray(logs["pe"]) + np.asarray(logs["ke"]),
                     temperature=np.asarray(logs["T"]), pressure_GPa=np.asarray(logs["P"]),
                     conserved=np.asarray(logs["cons"]), positions=np.asarray(state.position), velocities=v,
-                    n_rebuild_growths=growths)
+                    n_rebuild_growths=growths, chunk_seconds=np.asarray(chunk_s))

@@ -51,7 +51,7 @@ from difcrys.errors import ConfigError, ElementError, StructureError
 from difcrys.graph import Graph, edge_vectors_from_positions, neighbor_graph, safe_norm
 from difcrys.units import EV_PER_ANG3_GPA
 
-__all__ = ["PotentialConfig", "NequIP", "Potential", "fit_statistics", "polynomial_envelope"]
+__all__ = ["PotentialConfig", "NequIP", "DeepPotSE", "Potential", "fit_statistics", "polynomial_envelope"]
 
 
 # ------------------------------------------------------------------------------------ config
@@ -72,6 +72,10 @@ class PotentialConfig:
         shift: per-species atomic energy shift [eV/atom] (fitted), same order as ``species``.
         scale: energy scale [eV] (fitted).
         dtype: ``"float32"`` or ``"float64"`` for parameters and activations.
+        kind: ``"nequip"`` (equivariant message passing, :class:`NequIP`) or ``"dpmd"`` (the
+            DeepPot-SE descriptor baseline, :class:`DeepPotSE`: ``channels`` = embedding width
+            ``M1``, ``axis_neurons`` = ``M2``, ``radial_hidden`` = fitting-net width).
+        axis_neurons: ``M2`` of the DeepPot-SE descriptor.
     """
 
     species: tuple = (14,)
@@ -86,6 +90,8 @@ class PotentialConfig:
     shift: tuple | None = None
     scale: float = 1.0
     dtype: str = "float32"
+    kind: str = "nequip"
+    axis_neurons: int = 4
 
     def __post_init__(self):
         try:
@@ -102,6 +108,8 @@ class PotentialConfig:
             raise ConfigError(f"model l_max must be >= 0, got {self.l_max}")
         if not (float(self.cutoff) > 0 and math.isfinite(float(self.cutoff))):
             raise ConfigError(f"model cutoff must be a positive distance in Å, got {self.cutoff}")
+        if self.kind not in ("nequip", "dpmd"):
+            raise ConfigError(f"model kind must be 'nequip' or 'dpmd', got {self.kind!r}")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"model dtype must be 'float32' or 'float64', got {self.dtype!r}")
         shift = (0.0,) * len(sp) if self.shift is None else tuple(float(s) for s in self.shift)
@@ -198,6 +206,45 @@ class NequIP(nn.Module):
         return out.array[:, 0]
 
 
+class DeepPotSE(nn.Module):
+    """DeepPot-SE descriptor model (the seed's DPMD baseline), same call signature as :class:`NequIP`.
+
+    Zhang et al., "End-to-end symmetry preserving inter-atomic potential energy model for finite and
+    extended systems", NeurIPS 2018 (DeepPot-SE), Eqs. 3–6: generalized environment rows
+    ``R̃_ij = s(r) (1, x/r, y/r, z/r)`` with the smooth weight ``s(r) = u(r/r_c) / r``; an embedding
+    net ``G(s(r_ij), species_j)`` with ``M1`` outputs; ``T_i = Σ_j G_ij^T R̃_ij / N_avg`` (``M1 x 4``);
+    the invariant descriptor ``D_i = T_i T_i^{<T}`` (``M1 x M2``, contraction over the 4-vector
+    index: rotation, translation and permutation invariant); a fitting net → atomic energy.
+    """
+
+    config: PotentialConfig
+
+    @nn.compact
+    def __call__(self, species, vectors, senders, receivers, edge_mask):
+        cfg = self.config
+        n = species.shape[0]
+        n_species = len(cfg.species)
+        dtype = vectors.dtype
+        r = safe_norm(vectors)
+        valid = edge_mask & (r > 0)
+        safe_r = jnp.where(valid, r, 1.0)
+        sr = jnp.where(valid, polynomial_envelope(safe_r / cfg.cutoff, cfg.envelope_p) / safe_r, 0.0)
+        rt = jnp.concatenate([sr[:, None], (sr / safe_r)[:, None] * vectors], axis=-1)  # [E, 4]
+        onehot_j = jax.nn.one_hot(species[receivers], n_species, dtype=dtype)
+        x = jnp.concatenate([sr[:, None], onehot_j], axis=-1)
+        for k, w in enumerate((cfg.channels // 2 or 1, cfg.channels)):
+            x = jnp.tanh(nn.Dense(w, param_dtype=dtype, dtype=dtype, name=f"embed_{k}")(x))
+        g = x * valid[:, None]  # [E, M1]
+        t = jax.ops.segment_sum(g[:, :, None] * rt[:, None, :], senders, num_segments=n)  # [n, M1, 4]
+        t = t / float(max(cfg.avg_num_neighbors, 1.0))
+        m2 = min(cfg.axis_neurons, cfg.channels)
+        d = jnp.einsum("nak,nbk->nab", t, t[:, :m2]).reshape(n, -1)
+        h = jnp.concatenate([d, jax.nn.one_hot(species, n_species, dtype=dtype)], axis=-1)
+        for k in range(2):
+            h = jnp.tanh(nn.Dense(cfg.radial_hidden, param_dtype=dtype, dtype=dtype, name=f"fit_{k}")(h))
+        return nn.Dense(1, param_dtype=dtype, dtype=dtype, name="fit_out")(h)[:, 0]
+
+
 # ------------------------------------------------------------------------------------ wrapper
 class Potential:
     """A learned potential-energy surface: config + pure functions of ``params``.
@@ -214,7 +261,7 @@ class Potential:
         if not isinstance(config, PotentialConfig):
             raise ConfigError(f"Potential needs a PotentialConfig, got {type(config).__name__}")
         self.config = config
-        self.module = NequIP(config)
+        self.module = NequIP(config) if config.kind == "nequip" else DeepPotSE(config)
         self.dtype = jnp.dtype(config.dtype)
         table = np.full(128, -1, np.int32)
         for k, z in enumerate(config.species):
@@ -320,13 +367,13 @@ class Potential:
 
     # ---------------------------------------------------------------- serialisation
     def to_json(self) -> str:
-        return json.dumps({"kind": "nequip", "config": self.config.to_dict()})
+        return json.dumps({"format": "difcrys-potential-1", "config": self.config.to_dict()})
 
     @classmethod
     def from_json(cls, text: str) -> "Potential":
         d = json.loads(text)
-        if d.get("kind") != "nequip":
-            raise ConfigError(f"unknown potential kind {d.get('kind')!r}")
+        if not (d.get("format") == "difcrys-potential-1" or d.get("kind") == "nequip") or "config" not in d:
+            raise ConfigError("not a difcrys potential model file (expected format 'difcrys-potential-1')")
         return cls(PotentialConfig.from_dict(d["config"]))
 
 

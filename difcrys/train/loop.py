@@ -176,7 +176,8 @@ def load_msgpack(path, target):
     from flax import serialization
 
     with open(path, "rb") as fh:
-        return serialization.from_bytes(target, fh.read())
+        tree = serialization.from_bytes(target, fh.read())
+    return jax.tree_util.tree_map(jnp.asarray, tree)
 
 
 def _ema_update(ema, params, decay):

@@ -371,7 +371,7 @@ def load_run(run_dir: str, which: str = "best"):
 
     with open(ck, "rb") as fh:
         raw = ser.msgpack_restore(fh.read())
-    return pot, ser.from_state_dict(target, raw["ema"])
+    return pot, jax.tree_util.tree_map(jnp.asarray, ser.from_state_dict(target, raw["ema"]))
 
 
 def evaluate_dataset(pot: Potential, params, ds: Dataset, batch_size: int = 4, plot: str | None = None) -> dict:

@@ -224,9 +224,34 @@ def _load(path, target):
         return serialization.from_state_dict(target, serialization.msgpack_restore(f.read()))
 
 
+def _cached_featurize(ds, config: PropertyConfig, cache_dir) -> GraphData:
+    if cache_dir is None:
+        return featurize(ds.crystals, config.k, config.graph_mode, config.shell_tol)
+    import hashlib
+
+    h = hashlib.sha1(json.dumps([list(ds.ids), config.k, config.graph_mode, config.shell_tol,
+                                 [float(np.asarray(c.frac).sum()) for c in ds.crystals]]).encode()).hexdigest()[:16]
+    path = pathlib.Path(cache_dir) / f"graphs_{h}.npz"
+    names = ["numbers", "frac", "lattice", "mask", "senders", "receivers", "shifts", "emask", "n_edges", "overflow"]
+    if path.exists():
+        z = np.load(path)
+        crystal = Crystal(numbers=z["numbers"], frac=z["frac"], lattice=z["lattice"], mask=z["mask"])
+        graph = Graph(senders=z["senders"], receivers=z["receivers"], shifts=z["shifts"], mask=z["emask"],
+                      n_edges=z["n_edges"], overflow=z["overflow"])
+        return GraphData(crystal=crystal, graph=graph)
+    gd = featurize(ds.crystals, config.k, config.graph_mode, config.shell_tol)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    c, g = gd.crystal, gd.graph
+    vals = [c.numbers, c.frac, c.lattice, c.mask, g.senders, g.receivers, g.shifts, g.mask, g.n_edges, g.overflow]
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{k: np.asarray(v) for k, v in zip(names, vals)})
+    os.replace(tmp, path)
+    return gd
+
+
 # ------------------------------------------------------------------------------------ training
 def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=None, *, resume: bool = True,
-                   log=print) -> dict:
+                   log=print, cache_dir=None) -> dict:
     """Train a property model; early stopping and model selection on ``val_ds``.
 
     Args:
@@ -236,6 +261,8 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
         test_ds: optional held-out set, evaluated once with the best model.
         resume: resume from ``run_dir/checkpoint.msgpack`` if present.
         log: progress printer (``None`` to silence).
+        cache_dir: optional folder where the featurised graphs of each data set are stored
+            (``.npz``, keyed by the structures' ids, count and the graph settings) and reused.
 
     Returns:
         dict with ``val_mae``, ``test_mae`` (target units), ``epochs``, ``best_epoch``,
@@ -248,7 +275,7 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
     run.mkdir(parents=True, exist_ok=True)
     mean, std = float(y_tr.mean()), float(y_tr.std() or 1.0)
     t0 = time.time()
-    feat = lambda ds: featurize(ds.crystals, config.k, config.graph_mode, config.shell_tol)
+    feat = lambda ds: _cached_featurize(ds, config, cache_dir)
     gds = [feat(train_ds), feat(val_ds)] + ([feat(test_ds)] if test_ds is not None else [])
     gds = _common(gds)
     gd_tr, gd_va = gds[0], gds[1]

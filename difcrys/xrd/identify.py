@@ -295,11 +295,24 @@ def cosine_scores(x, class_means):
     return xn @ mn.T
 
 
+@functools.partial(jax.jit, static_argnames=("groups",))
+def _scores(params, groups, class_means, beta, x):
+    g = np.asarray(groups)
+    return ensemble_log_proba(params, g, x) + beta * cosine_scores(x, class_means)
+
+
 def predict_scores(clf: Classifier, X, beta=None, batch: int = 256) -> np.ndarray:
     """``[P, C]`` final scores (log p + β cos) for normalised input patterns ``X [P, bins]``."""
     beta = clf.beta if beta is None else beta
-    fn = jax.jit(lambda x: ensemble_log_proba(clf.params, clf.groups, x) + beta * cosine_scores(x, clf.class_means))
-    out = [np.asarray(fn(np.asarray(X[i:i + batch], np.float32))) for i in range(0, len(X), batch)]
+    groups = tuple(tuple(int(v) for v in row) for row in np.asarray(clf.groups))
+    means = np.asarray(clf.class_means, np.float32)
+    out = []
+    for i in range(0, len(X), batch):
+        xb = np.asarray(X[i:i + batch], np.float32)
+        n = len(xb)
+        if n < batch and len(X) > batch:  # keep one static batch shape
+            xb = np.concatenate([xb, np.zeros((batch - n, xb.shape[1]), np.float32)])
+        out.append(np.asarray(_scores(clf.params, groups, means, np.float32(beta), xb))[:n])
     return np.concatenate(out) if out else np.zeros((0, len(clf.class_names)))
 
 

@@ -459,7 +459,8 @@ def perturb(crystal: Crystal, key_or_seed=0, lattice: float = 0.02, frac: float 
     """A symmetry-preserving random perturbation of a crystal (host-side).
 
     Each free metric parameter is scaled by ``1 ± 2·lattice`` (so lattice lengths change
-    by about ``lattice``, angles of oblique cells by a similar relative amount), each free fractional coordinate moves by ``±frac`` (random sign).
+    by about ``lattice``, angles of oblique cells by a similar relative amount), each free
+    fractional coordinate moves by ``±frac`` (random sign).
     """
     rng = np.random.default_rng(key_or_seed)
     sp = symmetry_params(crystal, occupancy, symprec, use_symmetry)

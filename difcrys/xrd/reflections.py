@@ -32,7 +32,6 @@ import math
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from difcrys.errors import CapacityError, ConfigError, StructureError

@@ -77,7 +77,7 @@ def run_model(task: str, model: str, max_time: float | None, epochs: int):
     cfg = PropertyConfig(model=model, model_kwargs=MODEL_KW[model], target=TASKS[task][1], epochs=epochs,
                          max_time_s=max_time, **TRAIN_KW[model])
     res = train_property(cfg, tr, va, HERE / "runs" / f"{task}_{model}", te,
-                         log=lambda *a: print(*a, flush=True))
+                         log=lambda *a: print(*a, flush=True), cache_dir=HERE / "runs" / "cache")
     res["config"] = {"model_kwargs": MODEL_KW[model], **TRAIN_KW[model], "max_time_s": max_time, "epochs": epochs}
     _save(task, model, res)
     print(json.dumps(res, indent=1))
@@ -97,8 +97,26 @@ def collect():
     for p in sorted(RESULTS.glob("*.json")):
         out["runs"][p.stem] = json.loads(p.read_text())
     (HERE / "results.json").write_text(json.dumps(out, indent=2, default=float))
-    for k, r in out["runs"].items():
-        print(f"{k:32s} test MAE {r.get('test_mae', float('nan')):.4f}  val MAE {r.get('val_mae', float('nan')):.4f}")
+    names = {"mean": "training-set mean", "composition_ridge": "composition only (element fractions + pairs, ridge)",
+             "cgcnn": "CGCNN (this repo)", "equivariant": "equivariant e3nn head (this repo)"}
+    rows = ["| model | test MAE (eV) | hold-out MAE (eV) | fitted structures | epochs (best) | train time |",
+            "|---|---|---|---|---|---|"]
+    for key in ("perov5_mean", "perov5_composition_ridge", "perov5_cgcnn", "perov5_equivariant"):
+        r = out["runs"].get(key)
+        if r is None:
+            continue
+        ep = f"{r['epochs']} ({r['best_epoch']})" if "epochs" in r else "–"
+        tt = f"{r['train_seconds'] / 60:.0f} min" if "train_seconds" in r else "–"
+        rows.append(f"| {names[key.split('_', 1)[1]]} | {r['test_mae']:.4f} | {r['val_mae']:.4f} | {r['n_train']} | {ep} | {tt} |")
+    table = "\n".join(rows)
+    print(table)
+    readme = HERE / "README.md"
+    if readme.exists():
+        txt = readme.read_text()
+        a, b = "<!-- table -->", "<!-- /table -->"
+        if a in txt and b in txt:
+            txt = txt[:txt.index(a) + len(a)] + "\n" + table + "\n" + txt[txt.index(b):]
+            readme.write_text(txt)
 
 
 def main():

@@ -2,8 +2,9 @@
 
 Two phases, as in the FullProf input shipped with the data: rutile-type
 TaCr2O6 (P4_2/mnm, Ta/Cr disordered 1:2 on 2a, O on (x, x, 1/2)) and a Cr2O3
-impurity (R-3c; only its scale refines, as its few weak lines cannot fix a lattice). The TaCr2O6 starting structure is the FullProf one perturbed by
-2 % in the lattice and 0.02 in the free O coordinate; Cr2O3 starts from its
+impurity (R-3c; only its scale refines, as its few weak lines cannot fix a
+lattice). The TaCr2O6 starting structure is the FullProf one perturbed by 2 % in
+the lattice and 0.02 in the free O coordinate; Cr2O3 starts from its
 FullProf lattice. Cu Kα1/Kα2 (ratio 0.5), monochromator Cthm = 0.91, pseudo-Voigt.
 
 Usage: python experiments/xrd/refine_tacr2o6.py [--plot experiments/xrd/tacr2o6_fit.png]
