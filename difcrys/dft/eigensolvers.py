@@ -50,7 +50,7 @@ def _dense(setup, lattice, frac, psp, veff_r, X0):
         return w[:nb], v[:, :nb].T
 
     kpts, miller, mask, _ = T.k_arrays(setup, lattice.dtype)
-    return jax.vmap(per_k)(kpts, miller, mask)
+    return T.kmap(setup, per_k, kpts, miller, mask)
 
 
 def _orthonormalize(Z):
@@ -112,7 +112,7 @@ def _lobpcg(setup, lattice, frac, psp, veff_r, X0, n_iter: int = LOBPCG_ITERS):
         return w, (X @ v).T
 
     kpts, miller, mask, fft_index = T.k_arrays(setup, lattice.dtype)
-    return jax.vmap(per_k)(kpts, miller, mask, fft_index, T.kshard(setup, X0))
+    return T.kmap(setup, per_k, kpts, miller, mask, fft_index, T.kshard(setup, X0))
 
 
 SOLVERS = {"dense": _dense, "lobpcg": _lobpcg}

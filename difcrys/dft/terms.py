@@ -83,6 +83,18 @@ def kshard(setup: "Setup", x):
     return jax.lax.with_sharding_constraint(x, NamedSharding(setup.mesh, spec))
 
 
+def kmap(setup: "Setup", f, *k_args):
+    """``vmap(f)`` over per-k arguments; with a mesh, each device maps over its own k-slice
+    (``shard_map``: no communication inside ``f``; the later sum over k is one all-reduce)."""
+    if setup.mesh is None:
+        return jax.vmap(f)(*k_args)
+    from jax.sharding import PartitionSpec
+
+    spec = PartitionSpec("k")
+    return jax.shard_map(lambda *a: jax.vmap(f)(*a), mesh=setup.mesh, in_specs=spec, out_specs=spec,
+                         check_vma=False)(*k_args)
+
+
 def k_arrays(setup: "Setup", dtype):
     """The basis' per-k arrays (k-points, Miller indices, masks, FFT indices), sharded over k."""
     b = setup.basis
@@ -257,8 +269,8 @@ def density(setup: Setup, lattice, coeffs, occ):
     """Symmetrised density ``ρ(r)`` ``[N1,N2,N3]`` [Bohr⁻³] from coefficients ``[nk, nb, npw]``."""
     b = setup.basis
     _, _, mask, fft_index = k_arrays(setup, lattice.dtype)
-    per_k = jax.vmap(lambda c, f, idx, msk: band_density(setup, lattice, c, f, idx, msk))(
-        kshard(setup, coeffs), kshard(setup, occ), fft_index, mask)
+    per_k = kmap(setup, lambda c, f, idx, msk: band_density(setup, lattice, c, f, idx, msk),
+                 kshard(setup, coeffs), kshard(setup, occ), fft_index, mask)
     rho = jnp.tensordot(jnp.asarray(b.weights), per_k, axes=1)
     return symmetrize(setup, rho)
 
@@ -285,7 +297,7 @@ def nonlocal_energy(setup: Setup, lattice, frac, psp, coeffs, occ):
         return jnp.sum(f * e)
 
     kpts, miller, mask, _ = k_arrays(setup, lattice.dtype)
-    ek = jax.vmap(per_k)(kpts, miller, mask, kshard(setup, coeffs), kshard(setup, occ))
+    ek = kmap(setup, per_k, kpts, miller, mask, kshard(setup, coeffs), kshard(setup, occ))
     return jnp.sum(jnp.asarray(b.weights) * ek)
 
 

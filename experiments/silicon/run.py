@@ -128,8 +128,8 @@ def main(argv=None):
     for it in range(6):
         r = run_scf(Crystal.create([14, 14], frac, fcc * a), ecut, k, shift=shift, tol=1e-10, progress=False)
         p = -float(np.trace(np.asarray(derivatives.stress(r)))) / 3  # GPa
-        # Newton step with the fitted bulk modulus: dV/V = −P/B
-        a = a * (1 - p / fit["b0_gpa"]) ** (1 / 3) if abs(p) > 1e-4 else a
+        # Newton step with the fitted bulk modulus: ΔV/V = −ΔP/B with ΔP = −P
+        a = a * (1 + p / fit["b0_gpa"]) ** (1 / 3) if abs(p) > 1e-4 else a
         print(f"stress relaxation {it}: a = {a:.5f} Å  P = {p:+.4f} GPa", flush=True)
         if abs(p) < 1e-3:
             break
