@@ -263,7 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _enable_compilation_cache():
+    """Persistent XLA compilation cache (``~/.cache/difcrys/jax``; ``DIFCRYS_JAX_CACHE`` overrides, ``off``
+    disables): a repeated command with the same shapes skips most JIT compilation."""
+    path = os.environ.get("DIFCRYS_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "difcrys", "jax"))
+    if path.lower() == "off":
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except Exception:  # pragma: no cover - cache is an optimisation only
+        pass
+
+
 def main(argv=None) -> int:
+    _enable_compilation_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
