@@ -178,8 +178,15 @@ def cmd_relax(args) -> int:
             from difcrys.cli_potential import relax_with_model
         except ImportError as e:
             raise DifcrysError(f"relaxing with a trained model needs the potential module: {e}") from None
-        return int(relax_with_model(args.inputs[0], args.inputs[1], fmax=args.fmax, cell=not args.fixed_cell,
-                                    out=args.out, json_out=args.json) or 0)
+        r = relax_with_model(args.inputs[0], args.inputs[1], fmax=args.fmax, max_steps=args.steps,
+                             relax_cell=not args.fixed_cell, out=args.out)
+        info = {"formula": r.crystal.formula, "energy_ev": float(r.energy), "max_force_ev_per_ang": float(r.fmax),
+                "stress_gpa": np.asarray(r.stress).tolist(), "steps": int(r.n_steps), "converged": bool(r.converged),
+                "lattice": np.asarray(r.crystal.lattice).tolist(), "frac": np.asarray(r.crystal.frac).tolist()}
+        print(json.dumps(info) if args.json else
+              f"relaxed {info['formula']} in {info['steps']} steps: E = {info['energy_ev']:.6f} eV, "
+              f"max force {info['max_force_ev_per_ang']:.2e} eV/Å")
+        return 0 if r.converged else 1
     if args.ecut is None:
         raise DifcrysError("relax STRUCTURE uses DFT and needs --ecut (or give RUN_DIR STRUCTURE for a trained model)")
     from difcrys.dft.calculator import relax

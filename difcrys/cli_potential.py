@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from difcrys.errors import ConfigError, DifcrysError
+from difcrys.errors import ConfigError
 
 __all__ = ["register", "cmd_train", "cmd_evaluate", "cmd_md", "relax_with_model"]
 

@@ -93,16 +93,11 @@ def dos_gaussian(eigenvalues, weights, energies, width: float):
 def _tetrahedra(mesh):
     """Corner indices ``[6 N, 4]`` of the 6 tetrahedra per sub-cell of a periodic grid (shared main diagonal)."""
     n1, n2, n3 = mesh
-    idx = lambda i, j, k: ((i % n1) * n2 + (j % n2)) * n3 + (k % n3)
+    i, j, k = (a.reshape(-1) for a in np.meshgrid(np.arange(n1), np.arange(n2), np.arange(n3), indexing="ij"))
     corners = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 1), (1, 1, 1)]
-    tets_local = [(0, 1, 3, 7), (0, 1, 5, 7), (0, 2, 3, 7), (0, 2, 6, 7), (0, 4, 5, 7), (0, 4, 6, 7)]
-    out = []
-    for i in range(n1):
-        for j in range(n2):
-            for k in range(n3):
-                c = [idx(i + a, j + b, k + d) for a, b, d in corners]
-                out += [[c[t] for t in tet] for tet in tets_local]
-    return np.array(out)
+    c = np.stack([(((i + a) % n1) * n2 + (j + b) % n2) * n3 + (k + d) % n3 for a, b, d in corners], 1)
+    tets_local = np.array([(0, 1, 3, 7), (0, 1, 5, 7), (0, 2, 3, 7), (0, 2, 6, 7), (0, 4, 5, 7), (0, 4, 6, 7)])
+    return c[:, tets_local].reshape(-1, 4)
 
 
 def dos_tetrahedron(eigenvalues_grid, mesh, energies):

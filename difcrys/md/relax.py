@@ -24,7 +24,7 @@ import numpy as np
 from difcrys.crystal import Crystal
 from difcrys.errors import CapacityError, ConfigError
 from difcrys.graph import build_graph, plan_graph
-from difcrys.units import EV_PER_ANG3_GPA, GPA_EV_PER_ANG3
+from difcrys.units import GPA_EV_PER_ANG3
 
 __all__ = ["RelaxResult", "fire_relax"]
 

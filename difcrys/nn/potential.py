@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import json
 import math
-from typing import Sequence
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -47,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from difcrys.crystal import Crystal, atomic_number, chemical_symbol
-from difcrys.errors import ConfigError, ElementError, StructureError
+from difcrys.errors import ConfigError, ElementError
 from difcrys.graph import Graph, edge_vectors_from_positions, neighbor_graph, safe_norm
 from difcrys.units import EV_PER_ANG3_GPA
 
