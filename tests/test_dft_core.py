@@ -238,3 +238,19 @@ def test_tetrahedron_dos_free_electrons():
     assert np.trapezoid(dos_tetrahedron(eps, mesh, Ef), Ef) == pytest.approx(2.0, rel=1e-3)
     w = np.full(len(k), 1 / len(k))
     assert np.trapezoid(dos_gaussian(eps, w, Ef, 0.05), Ef) == pytest.approx(2.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("mesh,shift", [((4, 4, 4), (0, 0, 0)), ((4, 4, 4), (0.5, 0.5, 0.5)), ((3, 3, 2), (0, 0, 0.5))])
+def test_dft_kpoint_reduction_agrees_with_symmetry_module(mesh, shift):
+    """The DFT's reduction (which also returns the operations used to symmetrise ρ) and
+    difcrys.symmetry.irreducible_kpoints give the same number of points and the same weights."""
+    from difcrys import symmetry
+    from difcrys.dft.kpoints import reduce_kpoints
+    from difcrys.dft.scf import _symmetry_ops
+
+    c = si2()
+    rots, _ = _symmetry_ops(c)
+    k1, w1, _ = reduce_kpoints(mesh, shift, rots)
+    k2, w2 = symmetry.irreducible_kpoints(c, mesh, shift)
+    assert len(k1) == len(k2)
+    assert np.allclose(np.sort(w1), np.sort(w2))
