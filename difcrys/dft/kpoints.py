@@ -17,18 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from difcrys.errors import ConfigError
+from difcrys.symmetry import monkhorst_pack  # the one Monkhorst–Pack grid of the project
 
-
-def monkhorst_pack(mesh, shift=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """Full grid ``[N1 N2 N3, 3]``, folded into (−½, ½]."""
-    mesh = np.asarray(mesh, int).reshape(3)
-    if np.any(mesh <= 0):
-        raise ConfigError(f"k-point grid must be positive, got {mesh.tolist()}")
-    shift = np.asarray(shift, float).reshape(3)
-    n = np.stack(np.meshgrid(*[np.arange(m) for m in mesh], indexing="ij"), -1).reshape(-1, 3)
-    k = (n + shift) / mesh
-    return k - np.floor(k + 0.5 + 1e-12)  # fold into [-0.5, 0.5)
+__all__ = ["monkhorst_pack", "reduce_kpoints"]
 
 
 def _key(k, mesh, shift):

@@ -31,7 +31,7 @@ from difcrys.dft.gth_table import load_gth
 from difcrys.dft.kpoints import reduce_kpoints
 from difcrys.dft.smearing import SMEARINGS
 from difcrys.dft.xc import get_functional
-from difcrys.errors import ConfigError, ConvergenceError, PseudopotentialError
+from difcrys.errors import ConfigError, ConvergenceError, PseudopotentialError, StructureError
 from difcrys.units import ANG_BOHR
 
 jax.config.update("jax_enable_x64", True)
@@ -92,14 +92,14 @@ class SCFResult:
 
 
 def _symmetry_ops(crystal: Crystal, symprec: float = 1e-5):
-    import spglib
+    """Space-group operations ``(rotations [nsym,3,3], translations [nsym,3])`` (fractional, x' = R x + t)."""
+    from difcrys import symmetry
 
-    c = crystal.unpadded()
-    cell = (np.asarray(c.lattice), np.asarray(c.frac), np.asarray(c.numbers))
-    sym = spglib.get_symmetry(cell, symprec=symprec)
-    if sym is None:
+    try:
+        ds = symmetry.symmetry_dataset(crystal.unpadded(), symprec=symprec)
+    except StructureError:
         return np.eye(3, dtype=int)[None], np.zeros((1, 3))
-    return np.asarray(sym["rotations"]), np.asarray(sym["translations"])
+    return np.asarray(ds.rotations), np.asarray(ds.translations)
 
 
 def prepare(crystal: Crystal, ecut: float, kgrid=(1, 1, 1), shift=(0.0, 0.0, 0.0), smearing: str = "none",
