@@ -7,8 +7,8 @@ occupations (fixed basis: Miller indices do not change with strain, as ABINIT
 with ``ecutsm = 0``). No derivative through the SCF iterations is taken.
 
 Units: :func:`forces` returns eV/Å and :func:`stress` GPa (``*_au`` variants:
-Ha/Bohr and Ha/Bohr³). Stress sign: ``σ = Ω⁻¹ ∂E/∂ε`` (ABINIT's convention;
-negative diagonal = the cell wants to expand... i.e. pressure ``P = −Tr σ / 3``).
+Ha/Bohr and Ha/Bohr³). Stress sign: ``σ = Ω⁻¹ ∂E/∂ε`` (ABINIT's and ASE's convention): a negative diagonal
+means the energy falls when the cell expands; the pressure is ``P = −Tr σ / 3``.
 """
 
 from __future__ import annotations

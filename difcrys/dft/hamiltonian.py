@@ -11,6 +11,7 @@ eigenvalues lie far above the physical ones.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from difcrys.dft import terms as T
@@ -50,8 +51,6 @@ def apply_hamiltonian(setup, lattice, frac, psp, veff_r, kpt, miller, mask, fft_
         psi = jnp.fft.ifftn(grid.reshape(shape))
         vpsi = jnp.fft.fftn(psi * veff_r).reshape(-1)
         return vpsi[fft_index]
-
-    import jax
 
     HX = kin[:, None] * Xm + jax.vmap(local, in_axes=1, out_axes=1)(Xm)
     if T.has_nonlocal(setup):
