@@ -253,11 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_relax)
 
-    for mod in ("cli_potential", "cli_property"):
+    for mod in ("cli_potential", "cli_property", "cli_diffusion", "cli_hamiltonian"):
         try:
             m = __import__(f"difcrys.{mod}", fromlist=["register"])
-        except ImportError:
-            continue
+        except ModuleNotFoundError as e:  # optional component not present in this install
+            if e.name == f"difcrys.{mod}":
+                continue
+            raise
         if hasattr(m, "register"):
             m.register(sub)
 

@@ -37,20 +37,82 @@ def _structure(path_or_name, supercell=None):
     return c
 
 
-def cmd_train(args) -> int:
-    from difcrys.train.potential import train_potential
+# ``task:`` key of a training config -> (module, function). Each trainer is called as
+# ``fn(config_path, run_dir, variant=..., resume=...)`` and returns a JSON-able summary; it writes
+# the resolved config (with its ``task``) into ``run_dir/config.yaml`` so that ``evaluate`` and the
+# inference commands can tell what a run folder holds.
+TRAINERS = {
+    "potential": ("difcrys.train.potential", "train_potential"),
+    "property": ("difcrys.train.property", "train_property_config"),
+    "diffusion": ("difcrys.train.diffusion", "train_diffusion"),
+    "hamiltonian": ("difcrys.train.hamiltonian", "train_hamiltonian"),
+}
 
+# run-folder task -> (module, function) implementing ``difcrys evaluate`` for it.
+EVALUATORS = {
+    "diffusion": ("difcrys.cli_diffusion", "cmd_evaluate"),
+    "hamiltonian": ("difcrys.cli_hamiltonian", "cmd_evaluate"),
+    "property": ("difcrys.cli_property", "cmd_evaluate"),
+}
+
+
+def _resolve(table, task, what):
+    import importlib
+
+    if task not in table:
+        raise ConfigError(f"unknown {what} task {task!r}; known: {sorted(table)}")
+    mod, fn = table[task]
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:  # pragma: no cover - optional component missing
+        raise ConfigError(f"{what} for task {task!r} is unavailable ({e})") from e
+
+
+def config_task(config_path, variant=None) -> str:
+    """The ``task:`` of a YAML training config (``potential`` when absent)."""
+    from difcrys.train.config import load_yaml
+
+    if not os.path.exists(config_path):
+        raise ConfigError(f"config not found: {config_path}")
+    return str(load_yaml(config_path, variant).get("task", "potential"))
+
+
+def run_task(run_dir) -> str:
+    """The task a run folder was trained for, from its ``config.yaml`` / ``config.json``
+    (``potential`` for folders that do not record one)."""
+    import yaml
+
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"run folder not found: {run_dir}")
+    for name in ("config.yaml", "config.json"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                cfg = yaml.safe_load(f) if name.endswith("yaml") else json.load(f)
+            if isinstance(cfg, dict) and cfg.get("task"):
+                return str(cfg["task"])
+    return "potential"
+
+
+def cmd_train(args) -> int:
+    task = config_task(args.config, args.variant)
+    trainer = _resolve(TRAINERS, task, "trainer")
     run_dir = args.run_dir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0] + (f"_{args.variant}" if args.variant else ""))
-    summary = train_potential(args.config, run_dir, variant=args.variant, resume=not args.no_resume)
-    print(json.dumps(summary, indent=2))
+    summary = trainer(args.config, run_dir, variant=args.variant, resume=not args.no_resume)
+    print(json.dumps(summary, indent=2, default=float))
     print(f"run folder: {run_dir}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    task = run_task(args.run_dir)
+    if task != "potential":
+        return _resolve(EVALUATORS, task, "evaluator")(args)
     from difcrys.train.potential import evaluate_run
 
+    if args.data is None:
+        raise ConfigError("difcrys evaluate RUN_DIR DATA: a potential run needs a DATA file or SET:PART")
     data = args.data
     if not os.path.exists(data) and ":" in data:  # shared set, e.g. mlearn_zuo2020:Si_test
         name, part = data.split(":", 1)
@@ -122,16 +184,22 @@ def relax_with_model(run_dir: str, structure_path, *, fmax: float = 1e-3, max_st
 
 def register(subparsers) -> None:
     """Add ``train``, ``evaluate`` and ``md`` to the ``difcrys`` argument parser."""
-    p = subparsers.add_parser("train", help="train an interatomic potential from a YAML config")
+    p = subparsers.add_parser("train", help="train a model from a YAML config (its task: potential, property, "
+                                            "diffusion or hamiltonian)")
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--variant", default=None, help="named variant of the config (e.g. test)")
     p.add_argument("--run-dir", default=None, help="run folder (default runs/<config name>)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.set_defaults(func=cmd_train)
 
-    e = subparsers.add_parser("evaluate", help="errors of a trained potential on a data set")
+    e = subparsers.add_parser("evaluate", help="evaluate a trained run (potential: errors on DATA; diffusion: "
+                                               "--task csp|gen; hamiltonian / property: on its test split)")
     e.add_argument("run_dir")
-    e.add_argument("data", help="extxyz file, or SET:PART of the shared data (mlearn_zuo2020:Si_test)")
+    e.add_argument("data", nargs="?", default=None,
+                   help="potential runs: extxyz file, or SET:PART of the shared data (mlearn_zuo2020:Si_test)")
+    e.add_argument("--task", default=None, help="diffusion runs: csp (structure prediction) or gen (de novo)")
+    e.add_argument("--n-samples", type=int, default=None, help="diffusion runs: number of test structures/samples")
+    e.add_argument("--out", default=None, help="write the evaluation JSON here")
     e.add_argument("--which", choices=["best", "last"], default="best")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)

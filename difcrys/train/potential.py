@@ -306,7 +306,7 @@ def train_potential(config, run_dir: str, *, variant: str | None = None, resume:
     cfg = load_yaml(config, variant) if isinstance(config, (str, os.PathLike)) else dict(config)
     if overrides:
         cfg = deep_merge(cfg, overrides)
-    unknown = set(cfg) - {"name", "data", "model", "loss", "train", "variant", "description"}
+    unknown = set(cfg) - {"name", "task", "data", "model", "loss", "train", "variant", "description"}
     if unknown:
         raise ConfigError(f"unknown config section(s) {sorted(unknown)}")
     data = dict(cfg.get("data") or {})
