@@ -49,7 +49,7 @@ def trained_like_variables(model, seed=0):
 def predict(model, variables, crystals, **kw):
     gd = featurize(crystals, **kw)
     c, g = gd.take(np.arange(len(gd)))
-    return np.asarray(model.apply(variables, c, g)[0])
+    return np.asarray(jax.jit(lambda v, c, g: model.apply(v, c, g)[0])(variables, c, g))
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,22 @@ def test_strict_knn_matches_distance_sorted_ase():
     assert len(i2) == len(i) == 60
 
 
+def test_numpy_shell_graph_equals_jax_neighbour_search():
+    """The host (NumPy) knn_shell search gives the same edge set as the vmapped JAX search
+    (difcrys.graph.knn_graph + neighbor_graph), including degenerate shells and a skewed supercell."""
+    from difcrys.nn.cgcnn import _batch_edges
+
+    cub = perovskite()
+    cl = [cub, supercell(cub, np.array([[1, 1, 0], [-1, 1, 0], [0, 0, 1]])), distorted(4),
+          supercell(distorted(2), np.diag([1, 2, 1]))]
+    a = _batch_edges(cl, 12, "knn_shell", 1e-3, backend="numpy")
+    b = _batch_edges(cl, 12, "knn_shell", 1e-3, backend="jax")
+    for (i, j, s), (i2, j2, s2) in zip(a, b):
+        assert sorted(map(tuple, np.c_[i, j, s].tolist())) == sorted(map(tuple, np.c_[i2, j2, s2].tolist()))
+    # cubic SrTiO3: Sr 12 O; Ti 6 O + 8 Sr; O 2 Ti + (4 Sr + 8 O) at a/sqrt2: 12, 14, 14 (shells completed)
+    assert [len(e[0]) for e in a][:2] == [12 + 14 + 3 * 14, 2 * (12 + 14 + 3 * 14)]
+
+
 # ------------------------------------------------------------------------------ invariances
 @pytest.fixture(scope="module")
 def transformed_predictions(model64):
@@ -202,6 +218,7 @@ def test_gradients_positions_lattice_and_soft_types_match_fd(model64):
     gd = featurize([c])
     cb, gb = gd.take(np.array([0]))
 
+    @jax.jit
     def y_of(frac, lattice, probs=None):
         cc = cb.replace(frac=jnp.asarray(frac)[None], lattice=jnp.asarray(lattice)[None])
         return m.apply(v, cc, gb, type_probs=None if probs is None else jnp.asarray(probs)[None])[0][0]
@@ -238,7 +255,7 @@ def test_float32_default_and_train_mode_updates_running_stats():
 
 
 # ----------------------------------------------------------------------------- bad input
-def test_bad_input_errors():
+def test_bad_input_errors(model64):
     c = Crystal.create([101, 8], np.array([[0, 0, 0], [0.5, 0.5, 0.5]]), np.eye(3) * 4.0)  # Md
     with pytest.raises(ElementError, match="101"):
         featurize([c])
@@ -250,8 +267,7 @@ def test_bad_input_errors():
         CGCNNConfig(dtype="float16")
     with pytest.raises(ConfigError):
         property_graph(perovskite(), mode="radius")
-    m = CGCNN()
-    v = m.init(jax.random.PRNGKey(0))
+    m, v = model64
     gd = featurize([perovskite()])
     cb, gb = gd.take(np.array([0]))
     with pytest.raises(ConfigError, match="type_probs"):

@@ -97,25 +97,46 @@ def test_equivariant_head_invariances(equivariant_setup):
     assert abs(y[5] - y[0]) > 1e-5
 
 
+def _fd(f, x, h=1e-5):
+    x = np.asarray(x, float)
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        g[idx] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
 @pytest.mark.slow
-def test_equivariant_head_lattice_gradient_matches_fd(equivariant_setup):
+def test_equivariant_head_gradients_match_fd(equivariant_setup):
+    """d prediction / d (frac, lattice, soft type probabilities) against central differences."""
     m, v, cb, gb = equivariant_setup
-    lat0 = np.asarray(cb.lattice)
+    frac0, lat0 = np.asarray(cb.frac), np.asarray(cb.lattice)
+    numbers = np.asarray(cb.numbers)
+    onehot = np.zeros(numbers.shape + (MAX_Z,))
+    for b, a in zip(*np.nonzero(numbers)):
+        onehot[b, a, numbers[b, a] - 1] = 1.0
 
     @jax.jit
-    def f(l0):
-        return m.apply(v, cb.replace(lattice=jnp.asarray(lat0).at[0].set(l0)), gb)[0][0]
+    def f(f0, l0, p0):
+        c = cb.replace(frac=jnp.asarray(frac0).at[0].set(f0), lattice=jnp.asarray(lat0).at[0].set(l0))
+        return m.apply(v, c, gb, type_probs=jnp.asarray(onehot).at[0].set(p0))[0][0]
 
-    g = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(lat0[0])))
-    h = 1e-5
-    fd = np.zeros((3, 3))
-    for i in range(3):
-        for j in range(3):
-            e = np.zeros((3, 3))
-            e[i, j] = h
-            fd[i, j] = (float(f(lat0[0] + e)) - float(f(lat0[0] - e))) / (2 * h)
-    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-8)
-    assert np.abs(g).max() > 1e-6
+    p0 = 0.8 * onehot[0] + 0.2 / MAX_Z
+    args = (jnp.asarray(frac0[0]), jnp.asarray(lat0[0]), jnp.asarray(p0))
+    # one-hot soft types reproduce the hard-type prediction
+    hard = np.asarray(jax.jit(lambda: m.apply(v, cb, gb)[0])())[0]
+    assert float(f(args[0], args[1], jnp.asarray(onehot[0]))) == pytest.approx(hard, rel=1e-10)
+    gf, gl, gp = (np.asarray(x) for x in jax.jit(jax.grad(f, argnums=(0, 1, 2)))(*args))
+    n = int((numbers[0] > 0).sum())
+    fd_f = _fd(lambda x: float(f(x, args[1], args[2])), frac0[0])
+    fd_l = _fd(lambda x: float(f(args[0], x, args[2])), lat0[0])
+    cols = [7, 8]  # O, F probability columns (Z - 1)
+    fd_p = _fd(lambda x: float(f(args[0], args[1], jnp.asarray(p0).at[:, 7:9].set(x))), p0[:, 7:9])
+    np.testing.assert_allclose(gf[:n], fd_f[:n], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(gl, fd_l, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(gp[:, cols], fd_p, rtol=1e-5, atol=1e-8)
+    assert min(np.abs(gf[:n]).max(), np.abs(gl).max(), np.abs(gp[:, cols]).max()) > 1e-6
 
 
 # ------------------------------------------------------------------------------ training + CLI

@@ -226,12 +226,59 @@ def property_graph(crystal: Crystal, k: int = 12, mode: str = "knn_shell", shell
     return _batch_edges([crystal.unpadded()], k, mode, shell_tol)[0]
 
 
-def _batch_edges(cl, k, mode, shell_tol):
-    """:func:`property_graph` of several crystals with batched (vmapped) neighbour searches."""
+def _shell_edges_numpy(crystal: Crystal, k: int, shell_tol: float):
+    """``knn_shell`` edges of one unpadded crystal by a host-side (NumPy) periodic image search.
+
+    Every image ``X_j + S`` with ``|S_a| <= ceil(r_c / h_a)`` (``h_a`` the spacing of the lattice
+    planes normal to reciprocal vector ``a``) is enumerated, so that all neighbours within ``r_c``
+    are found; ``r_c`` starts at the radius expected to hold ``2k`` atoms and grows ×1.5 until
+    every atom's ``k``-th distance plus ``shell_tol`` lies inside it.
+    """
+    frac = np.asarray(crystal.frac, np.float64)
+    lat = np.asarray(crystal.lattice, np.float64)
+    n = frac.shape[0]
+    vol = abs(np.linalg.det(lat))
+    if not np.isfinite(vol) or vol < 1e-8:
+        raise StructureError("singular lattice: cannot build a neighbour graph")
+    h = 1.0 / np.linalg.norm(np.linalg.inv(lat).T, axis=1)  # interplanar spacings [Å]
+    rc = (3.0 * 2 * k / (4.0 * math.pi * n / vol)) ** (1.0 / 3.0)
+    for _ in range(40):
+        m = np.ceil(rc / h).astype(int)
+        S = np.stack(np.meshgrid(*[np.arange(-a, a + 1) for a in m], indexing="ij"), -1).reshape(-1, 3)
+        disp = (frac[None, :, None, :] + S[None, None, :, :] - frac[:, None, None, :]) @ lat  # [i, j, S, 3]
+        r = np.linalg.norm(disp, axis=-1)
+        self_img = np.zeros_like(r, bool)
+        s0 = int(np.flatnonzero((S == 0).all(1))[0])
+        self_img[np.arange(n), np.arange(n), s0] = True
+        r = np.where(self_img, np.inf, r).reshape(n, -1)
+        inside = (r <= rc).sum(1)
+        if inside.min() >= k:
+            dk = np.partition(r, k - 1, axis=1)[:, k - 1]
+            if np.all(dk + shell_tol <= rc):
+                keep = r <= (dk + shell_tol)[:, None]
+                i, flat = np.nonzero(keep)
+                j, s = np.divmod(flat, len(S))
+                rr = r[i, flat]
+                order = np.lexsort((rr, i))
+                return i[order].astype(np.int64), j[order].astype(np.int64), S[s[order]].astype(np.int64)
+        rc *= 1.5
+    raise StructureError(f"could not find {k} neighbours per atom (search radius {rc:.3g} Å)")
+
+
+def _batch_edges(cl, k, mode, shell_tol, backend: str = "numpy"):
+    """:func:`property_graph` of several crystals.
+
+    ``knn_shell`` with ``backend="numpy"`` (default): host search per crystal
+    (:func:`_shell_edges_numpy`, no compilation); otherwise batched (vmapped)
+    :func:`difcrys.graph.knn_graph` / :func:`~difcrys.graph.neighbor_graph` (the two give the same
+    edge sets; a test checks it).
+    """
     from difcrys.crystal import batch
 
     if mode not in ("knn", "knn_shell"):
         raise ConfigError(f"graph mode must be 'knn' or 'knn_shell', got {mode!r}")
+    if mode == "knn_shell" and backend == "numpy":
+        return [_shell_edges_numpy(c, k, shell_tol) for c in cl]
     bc = batch(cl)
     g = knn_graph(bc, k)
     if mode == "knn":
@@ -474,6 +521,8 @@ class CGCNN:
         """
         c, dt = self.config, self.dtype
         p, st = variables["params"], variables["state"]
+        if type_probs is not None and jnp.shape(type_probs)[-1] != MAX_Z:  # fail before any work
+            raise ConfigError(f"type_probs must have {MAX_Z} columns (Z = 1 … {MAX_Z}), got {jnp.shape(type_probs)[-1]}")
         g = flatten_batch(crystal, graph, dt)
         if type_probs is not None:
             tp = jnp.asarray(type_probs)

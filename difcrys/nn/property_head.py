@@ -6,7 +6,7 @@ arXiv:2207.09453) in the NequIP style (Batzner et al., Nat. Commun. 13, 2453 (20
 * nodes start as scalars ``F x 0e``: the element-feature table of CGCNN (``p @ T``, so soft types
   work) followed by a dense embedding;
 * edges: the same supercell-consistent 12-NN(+shell) graph as CGCNN (:func:`difcrys.nn.cgcnn.featurize`),
-  spherical harmonics ``Y^l(r̂_ij)``, ``l = 1, 2``, and the Gaussian distance expansion of CGCNN;
+  spherical harmonics ``Y^l(r̂_ij)``, ``l = 1 … lmax`` (``lmax = 2`` by default), and the Gaussian distance expansion of CGCNN;
 * interaction ``t`` (``n_layers`` times):
 
   .. math::  m_{ij} = R(|r_{ij}|) \\odot \\big[x_j \\oplus (x_j \\otimes Y(\\hat r_{ij}))\\big], \\qquad
@@ -47,7 +47,9 @@ class EquivariantConfig:
 
     Attributes:
         n_scalars: number of ``0e`` channels.
-        n_vectors: number of ``1o`` and of ``2e`` channels (``lmax = 2``).
+        n_vectors: number of channels of each ``l > 0`` irrep (``1o``, ``2e``, …).
+        lmax: largest angular momentum of the edge spherical harmonics and of the node features
+            (1, 2 or 3; 2 by default). ``lmax = 1`` is cheaper (fewer tensor-product paths).
         n_layers: interaction blocks.
         radial_hidden: width of the radial MLP.
         readout_hidden: width of the readout MLP.
@@ -58,6 +60,7 @@ class EquivariantConfig:
 
     n_scalars: int = 64
     n_vectors: int = 16
+    lmax: int = 2
     n_layers: int = 3
     radial_hidden: int = 64
     readout_hidden: int = 64
@@ -72,8 +75,14 @@ class EquivariantConfig:
             v = getattr(self, f)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"EquivariantConfig.{f} must be a positive integer, got {v!r}")
+        if self.lmax not in (1, 2, 3):
+            raise ConfigError(f"EquivariantConfig.lmax must be 1, 2 or 3, got {self.lmax!r}")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+
+def _parity(l: int) -> str:
+    return "e" if l % 2 == 0 else "o"
 
 
 class _Net(nn.Module):
@@ -87,9 +96,12 @@ class _Net(nn.Module):
         d = safe_norm(vec)
         rbf = gaussian_expansion(d, 0.0, c.rbf_dmax, c.rbf_step, c.rbf_var) * ef[:, None]
         safe_vec = jnp.where(emask[:, None], vec, jnp.array([0.0, 0.0, 1.0], dt))
-        sh = e3nn.spherical_harmonics("1o + 2e", safe_vec, normalize=True, normalization="component")
-        hidden = e3nn.Irreps(f"{c.n_scalars}x0e + {c.n_vectors}x1o + {c.n_vectors}x2e")
-        gated = e3nn.Irreps(f"{c.n_scalars + 2 * c.n_vectors}x0e + {c.n_vectors}x1o + {c.n_vectors}x2e")
+        ls = range(1, c.lmax + 1)
+        sh = e3nn.spherical_harmonics(" + ".join(f"{l}{_parity(l)}" for l in ls), safe_vec, normalize=True,
+                                      normalization="component")
+        vec_irreps = " + ".join(f"{c.n_vectors}x{l}{_parity(l)}" for l in ls)
+        hidden = e3nn.Irreps(f"{c.n_scalars}x0e + {vec_irreps}")
+        gated = e3nn.Irreps(f"{c.n_scalars + c.lmax * c.n_vectors}x0e + {vec_irreps}")
         x = e3nn.IrrepsArray(f"{x0.shape[-1]}x0e", x0)
         x = e3nn.flax.Linear(f"{c.n_scalars}x0e")(x)
         n_atoms = x0.shape[0]
@@ -132,7 +144,8 @@ class EquivariantPropertyNet:
         if crystal is None:
             crystal, graph = _dummy(self.dtype)
         args = self._inputs(crystal, graph, None)
-        params = self.net.init(key, *args[:-1], B=args[-1])["params"]
+        # jitted: an eager e3nn initialisation dispatches thousands of small ops (tens of seconds on CPU)
+        params = jax.jit(lambda k, a: self.net.init(k, *a, B=args[-1]))(key, args[:-1])["params"]
         params = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), params)
         return {"params": params, "state": {}}
 

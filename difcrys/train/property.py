@@ -48,6 +48,11 @@ __all__ = [
     "PropertyConfig",
     "build_model",
     "train_property",
+    "train_property_config",
+    "property_config_from_dict",
+    "property_datasets",
+    "load_property_data",
+    "evaluate_property_run",
     "load_predictor",
     "Predictor",
     "predict_batched",
@@ -251,7 +256,7 @@ def _cached_featurize(ds, config: PropertyConfig, cache_dir) -> GraphData:
 
 # ------------------------------------------------------------------------------------ training
 def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=None, *, resume: bool = True,
-                   log=print, cache_dir=None) -> dict:
+                   log=print, cache_dir=None, source: dict | None = None) -> dict:
     """Train a property model; early stopping and model selection on ``val_ds``.
 
     Args:
@@ -263,6 +268,9 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
         log: progress printer (``None`` to silence).
         cache_dir: optional folder where the featurised graphs of each data set are stored
             (``.npz``, keyed by the structures' ids, count and the graph settings) and reused.
+        source: the resolved YAML config (with its ``data`` section) when called from
+            :func:`train_property_config`; stored in ``config.json`` so that ``difcrys evaluate``
+            can rebuild the test split.
 
     Returns:
         dict with ``val_mae``, ``test_mae`` (target units), ``epochs``, ``best_epoch``,
@@ -283,8 +291,10 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
     log(f"featurised {len(gd_tr)}+{len(gd_va)}+{len(gd_te) if gd_te else 0} structures in {time.time() - t0:.1f} s")
 
     model = build_model(config.model, config.model_kwargs)
-    resolved = {"config": dataclasses.asdict(config), "target_mean": mean, "target_std": std,
+    resolved = {"task": "property", "config": dataclasses.asdict(config), "target_mean": mean, "target_std": std,
                 "model_class": type(model).__name__, "units": (train_ds.units or {}).get(config.target, "")}
+    if source is not None:
+        resolved["source"] = source
     cfg_path = run / "config.json"
     key = jax.random.PRNGKey(config.seed)
     ex_c, ex_g = gd_tr.take(np.arange(min(config.batch_size, len(gd_tr))))
@@ -394,18 +404,28 @@ class Predictor:
 
     def __init__(self, run_dir, which: str = "best"):
         run = pathlib.Path(run_dir)
+        if which not in ("best", "last", "checkpoint"):
+            raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
         cfg_path = run / "config.json"
-        ck = run / f"{which}.msgpack"
+        ck = run / ("best.msgpack" if which == "best" else "checkpoint.msgpack")
         if not cfg_path.exists() or not ck.exists():
-            raise ConfigError(f"{run} is not a property run folder (needs config.json and {which}.msgpack)")
+            raise ConfigError(f"{run} is not a property run folder (needs config.json and {ck.name})")
         meta = json.loads(cfg_path.read_text())
+        if "config" not in meta or "target_mean" not in meta:
+            raise ConfigError(f"{run} is not a property run folder (config.json has no property config)")
+        self.meta = meta
+        self.run_dir = run
         self.config = PropertyConfig(**meta["config"])
         self.mean, self.std = float(meta["target_mean"]), float(meta["target_std"])
         self.units = meta.get("units", "")
         self.model = build_model(self.config.model, self.config.model_kwargs)
         template = self.model.init(jax.random.PRNGKey(0))
-        state = _load(ck, template)
-        self.variables = state
+        if which == "best":
+            self.variables = _load(ck, template)
+        else:  # the last complete epoch: the variables inside the resumable checkpoint
+            with open(ck, "rb") as f:
+                raw = serialization.msgpack_restore(f.read())
+            self.variables = serialization.from_state_dict(template, raw["variables"])
 
     def featurize(self, crystals) -> GraphData:
         return featurize(crystals, self.config.k, self.config.graph_mode, self.config.shell_tol)
@@ -417,7 +437,13 @@ class Predictor:
 
 
 def load_predictor(run_dir, which: str = "best") -> Predictor:
-    """Load ``run_dir/{which}.msgpack`` with its config (see :class:`Predictor`)."""
+    """Load a run's weights with its config (see :class:`Predictor`).
+
+    Args:
+        run_dir: a property run folder.
+        which: ``"best"`` (best validation MAE, ``best.msgpack``) or ``"last"`` (last complete
+            epoch, from ``checkpoint.msgpack``; ``"checkpoint"`` is an alias).
+    """
     return Predictor(run_dir, which)
 
 
@@ -479,4 +505,261 @@ def composition_ridge(train_crystals, y_train, val_crystals, y_val, test_crystal
     out = {"alpha": float(best[0]), "val_mae": best[1], "n_features": int(Xtr.shape[1])}
     if test_crystals is not None:
         out["test_mae"] = mae(phi(composition_features(test_crystals)) @ best[2] + mu, y_test)
+    return out
+
+
+# ------------------------------------------------------------------------- YAML-driven training
+#: keys of the ``train:`` section of a property YAML config (the remaining PropertyConfig fields)
+_TRAIN_KEYS = ("batch_size", "epochs", "lr", "weight_decay", "loss", "patience", "lr_patience", "lr_factor",
+               "min_lr", "max_time_s", "seed")
+#: graph settings accepted in the ``model:`` section next to the model's own hyper-parameters
+_GRAPH_KEYS = ("k", "graph_mode", "shell_tol")
+
+
+def _resolve_path(path, base_dir) -> str:
+    """``path`` as given if it exists, else relative to ``base_dir`` (the config file's folder)."""
+    p = pathlib.Path(os.path.expanduser(str(path)))
+    if p.is_absolute() or p.exists() or base_dir is None:
+        return str(p)
+    return str((pathlib.Path(base_dir) / p).resolve())
+
+
+def load_property_data(spec, base_dir=None):
+    """A :class:`~difcrys.data.Dataset` from one entry of a property config's ``data`` section.
+
+    Forms (``max_structures: N`` keeps the first N of any of them):
+
+    * ``{set: NAME, part: PART}``: a shared data set (:func:`difcrys.data.load_shared`);
+      ``"NAME:PART"`` is the same as a string;
+    * ``{path: FILE.csv}`` or ``"FILE.csv"``: a CDVAE-style CIF-in-CSV file with label columns;
+    * ``ids_file: SPLIT.json, ids_key: train`` (with either of the above): keep only the structures
+      whose ``material_id`` is listed under ``ids_key`` in the JSON file (a saved split), in the
+      file's order;
+    * a list of entries: their concatenation.
+
+    Relative paths are taken as given if they exist, else relative to ``base_dir``.
+
+    Raises:
+        ConfigError: malformed entry, unknown ids, missing ids file.
+    """
+    from difcrys.data import Dataset, load_shared, read_cif_csv
+
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ConfigError("an empty list is not a data entry")
+        parts = [load_property_data(s, base_dir) for s in spec]
+        return parts[0] if len(parts) == 1 else Dataset.concatenate(parts, name="+".join(p.name for p in parts))
+    if isinstance(spec, str):
+        path = _resolve_path(spec, base_dir)
+        if not os.path.exists(path) and ":" in spec:
+            name, part = spec.split(":", 1)
+            spec = {"set": name, "part": part}
+        else:
+            spec = {"path": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"a data entry must be {{set, part}}, {{path}}, 'SET:PART' or a list, got {spec!r}")
+    spec = dict(spec)
+    n_max = spec.pop("max_structures", None)
+    ids_file, ids_key = spec.pop("ids_file", None), spec.pop("ids_key", None)
+    unknown = set(spec) - {"set", "part", "path"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in data entry; known: set, part, path, "
+                          "max_structures, ids_file, ids_key")
+    if "set" in spec:
+        ds = load_shared(spec["set"], spec.get("part"))
+    elif "path" in spec:
+        path = _resolve_path(spec["path"], base_dir)
+        if not os.path.isfile(path):
+            raise ConfigError(f"data file not found: {spec['path']}")
+        ds = read_cif_csv(path)
+    else:
+        raise ConfigError(f"a data entry needs 'set' (shared data) or 'path' (CSV), got {sorted(spec)}")
+    if ids_file is not None:
+        if ids_key is None:
+            raise ConfigError("a data entry with ids_file also needs ids_key (e.g. train, val, test)")
+        fpath = _resolve_path(ids_file, base_dir)
+        if not os.path.isfile(fpath):
+            raise ConfigError(f"split file not found: {ids_file}")
+        split = json.loads(pathlib.Path(fpath).read_text())
+        if ids_key not in split:
+            raise ConfigError(f"{ids_file} has no key {ids_key!r} (keys: {sorted(split)})")
+        where = {i: k for k, i in enumerate(ds.ids)}
+        missing = [i for i in split[ids_key] if i not in where]
+        if missing:
+            raise ConfigError(f"{len(missing)} id(s) of {ids_file}[{ids_key}] are not in {ds.name}: {missing[:5]}")
+        ds = ds.subset([where[i] for i in split[ids_key]])
+        ds.name = f"{ds.name}[{ids_key}]"
+    if n_max is not None:
+        ds = ds[: int(n_max)]
+    return ds
+
+
+def property_datasets(cfg: dict, base_dir=None):
+    """``(train, val, test | None)`` Datasets from the ``data`` section of a property config.
+
+    ``data`` keys: ``target`` (label name), ``train`` (entry or list of entries, see
+    :func:`load_property_data`), ``val`` (entry; if absent, ``val_fraction`` (default 0.1) of the
+    training entries is held out with a fixed permutation of seed ``split_seed`` (default 0):
+    ``perm = default_rng(split_seed).permutation(N)``, the first ``floor(val_fraction N)`` are the
+    validation set, the rest, in that order, are fitted), ``test`` (entry, optional).
+
+    Raises:
+        ConfigError: missing ``target``/``train``, unknown keys, a split that leaves a part empty.
+    """
+    data = dict(cfg.get("data") or {})
+    unknown = set(data) - {"target", "train", "val", "test", "val_fraction", "split_seed", "cache_dir"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in the data section")
+    for k in ("target", "train"):
+        if k not in data:
+            raise ConfigError(f"a property config needs data.{k}")
+    train = load_property_data(data["train"], base_dir)
+    if data.get("val") is not None:
+        val = load_property_data(data["val"], base_dir)
+    else:
+        frac = float(data.get("val_fraction", 0.1))
+        n_val = int(len(train) * frac)
+        if not 0 < n_val < len(train):
+            raise ConfigError(f"val_fraction {frac} of {len(train)} training structures leaves an empty part")
+        perm = np.random.default_rng(int(data.get("split_seed", 0))).permutation(len(train))
+        name = train.name
+        train, val = train.subset(perm[n_val:]), train.subset(perm[:n_val])
+        train.name, val.name = f"{name}[fit]", f"{name}[holdout]"
+    test = load_property_data(data["test"], base_dir) if data.get("test") is not None else None
+    return train, val, test
+
+
+def property_config_from_dict(cfg: dict) -> PropertyConfig:
+    """The :class:`PropertyConfig` of a resolved YAML config (sections ``data``, ``model``, ``train``).
+
+    ``model`` holds ``name`` (``cgcnn`` | ``equivariant``), the graph settings ``k``,
+    ``graph_mode``, ``shell_tol`` and the model's hyper-parameters (CGCNNConfig /
+    EquivariantConfig fields); ``train`` the optimisation settings of :class:`PropertyConfig`.
+    """
+    model = dict(cfg.get("model") or {})
+    train = dict(cfg.get("train") or {})
+    unknown = set(train) - set(_TRAIN_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)} in section train; known: {sorted(_TRAIN_KEYS)}")
+    name = model.pop("name", "cgcnn")
+    graph = {k: model.pop(k) for k in _GRAPH_KEYS if k in model}
+    target = (cfg.get("data") or {}).get("target")
+    if target is None:
+        raise ConfigError("a property config needs data.target")
+    for k in ("lr", "weight_decay", "lr_factor", "min_lr", "max_time_s"):
+        if train.get(k) is not None:
+            try:
+                train[k] = float(train[k])
+            except (TypeError, ValueError):
+                raise ConfigError(f"train.{k} must be a number, got {train[k]!r}") from None
+    try:
+        build_model(name, model)  # validates the model's hyper-parameters
+    except TypeError as e:
+        raise ConfigError(f"model section: {e}") from None
+    return PropertyConfig(model=name, model_kwargs=model, target=str(target), **graph, **train)
+
+
+def train_property_config(config_path, run_dir, *, variant: str | None = None, resume: bool = True,
+                          overrides: dict | None = None, log=print, cache_dir=None) -> dict:
+    """Train a property model from a YAML config (``task: property``): the ``difcrys train`` entry.
+
+    A config has the sections ``data`` (see :func:`property_datasets`), ``model`` and ``train``
+    (see :func:`property_config_from_dict`), optional ``name``/``description`` and ``variants``
+    (e.g. a tiny ``test`` variant). Example (``configs/property_perov5_cgcnn.yaml``)::
+
+        task: property
+        data:
+          target: heat_ref
+          train: [{set: perov_5, part: train_subset_dev}, {set: perov_5, part: val}]
+          val_fraction: 0.1
+          test: {set: perov_5, part: test}
+        model: {name: cgcnn}
+        train: {epochs: 300, batch_size: 64, lr: 0.002, loss: l1}
+
+    Writes the run folder of :func:`train_property`; its ``config.json`` holds ``task: property``
+    and the resolved YAML (``source``), so ``difcrys evaluate RUN_DIR`` can rebuild the test split.
+
+    Args:
+        config_path: YAML file (or an already loaded dict).
+        run_dir: run folder.
+        variant: named variant of the config (``test``).
+        resume: continue from the run folder's checkpoint if there is one.
+        overrides: dict deep-merged onto the config (e.g. ``{"train": {"max_time_s": 600}}``).
+        log: progress printer (None: silent).
+        cache_dir: folder for featurised graphs (default: ``data.cache_dir`` or none).
+
+    Returns:
+        the summary of :func:`train_property` plus ``name`` and ``run_dir``.
+
+    Raises:
+        ConfigError: unknown sections/keys, wrong ``task``, missing data or target.
+    """
+    from difcrys.train.config import deep_merge, load_yaml
+
+    if isinstance(config_path, dict):
+        cfg, base_dir = dict(config_path), None
+    else:
+        cfg = load_yaml(config_path, variant)
+        base_dir = os.path.dirname(os.path.abspath(config_path))
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    cfg.setdefault("task", "property")
+    if cfg["task"] != "property":
+        raise ConfigError(f"config task is {cfg['task']!r}, not 'property'")
+    unknown = set(cfg) - {"name", "task", "description", "data", "model", "train", "variant"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: data, model, train "
+                          "(and name, task, description, variants)")
+    pcfg = property_config_from_dict(cfg)
+    train_ds, val_ds, test_ds = property_datasets(cfg, base_dir)
+    source = json.loads(json.dumps(cfg, default=str))
+    source["base_dir"] = base_dir
+    cache = cache_dir if cache_dir is not None else (cfg.get("data") or {}).get("cache_dir")
+    res = train_property(pcfg, train_ds, val_ds, run_dir, test_ds, resume=resume, log=log, cache_dir=cache,
+                         source=source)
+    return {"name": cfg.get("name"), "run_dir": str(run_dir), **res}
+
+
+def evaluate_property_run(run_dir, data=None, which: str = "best", plot=None) -> dict:
+    """MAE of a trained property run on its own test split or on ``data``.
+
+    Args:
+        run_dir: run folder of :func:`train_property` / :func:`train_property_config`.
+        data: None (the run's ``data.test`` entry, recorded in ``config.json``), a data entry of
+            :func:`load_property_data` (``"SET:PART"``, a CSV path, a dict), or a Dataset.
+        which: ``"best"`` or ``"last"`` weights.
+        plot: optional PNG path for a parity plot.
+
+    Returns:
+        dict with ``n``, ``mae``, ``rmse``, ``max_abs_error``, ``mae_of_training_mean`` (the error of
+        predicting the stored training-set mean, for scale), ``target``, ``units``, ``data``.
+
+    Raises:
+        ConfigError: not a property run, no recorded test split and no ``data``, missing target.
+    """
+    from difcrys.data import Dataset
+
+    pred = load_predictor(run_dir, which)
+    src = pred.meta.get("source")
+    if data is None:
+        if not src or not (src.get("data") or {}).get("test"):
+            raise ConfigError(f"{run_dir} records no test split (trained without a YAML data.test); "
+                              "give DATA (SET:PART or a CSV file)")
+        spec, base = src["data"]["test"], src.get("base_dir")
+        ds = load_property_data(spec, base)
+        label = "test split of the run"
+    elif isinstance(data, Dataset):
+        ds, label = data, data.name
+    else:
+        ds, label = load_property_data(data, None), str(data)
+    y = _targets(ds, pred.config.target)
+    p = pred(ds.crystals)
+    err = p - y
+    out = {"run_dir": str(run_dir), "data": label, "target": pred.config.target, "units": pred.units,
+           "which": which, "n": int(len(y)), "mae": float(np.mean(np.abs(err))),
+           "rmse": float(np.sqrt(np.mean(err**2))), "max_abs_error": float(np.max(np.abs(err))),
+           "mae_of_training_mean": mean_baseline([pred.mean], y)}
+    if plot:
+        parity_plot(y, p, plot, f"{pred.config.model} {label}", pred.units)
+        out["parity_plot"] = str(plot)
     return out

@@ -1,18 +1,26 @@
-"""Structure → property experiment: CGCNN, the equivariant head and two baselines on one split.
+"""Structure → property experiments: CGCNN, the equivariant head and two baselines on one split.
 
 Usage (from the repository root)::
 
-    python experiments/property/run.py perov5 baselines
-    nice python experiments/property/run.py perov5 cgcnn --max-time 1800
-    nice python experiments/property/run.py perov5 equivariant --max-time 1800
-    python experiments/property/run.py collect          # writes results.json
+    python experiments/property/run.py TASK baselines            # training-set mean + composition ridge
+    nice python experiments/property/run.py TASK cgcnn --max-time 1800
+    nice python experiments/property/run.py TASK equivariant --max-time 1800
+    python experiments/property/run.py collect                   # results.json + README tables
+    python experiments/property/run.py mp20_split                # (re)make splits/mp_20_subset_split.json
 
-perov5 split (the canonical 11k training split of CDVAE is not in the shared data): the models are
-trained on ``train_subset_dev`` (1,024) + ``val`` (3,787) = 4,811 structures, of which a fixed
-random 10 % (seed 0) is held out for early stopping / model selection / the ridge alpha, i.e.
-4,330 structures are fitted; all numbers are reported on ``test`` (3,785). Target: ``heat_ref``
-[eV/atom]. Run folders go to ``experiments/property/runs/`` (git-ignored); the summary of each
-run is copied into ``experiments/property/results/<task>_<model>.json``.
+Tasks (the data, split and model settings are those of the YAML configs
+``configs/property_<task>_<model>.yaml``, i.e. exactly what ``difcrys train`` runs):
+
+* ``perov5``: perov_5 ``heat_ref``; train_subset_dev + val (4,811) minus a fixed 10 % hold-out
+  (seed 0) = 4,330 fitted, 481 held out; reported on ``test`` (3,785).
+* ``mp20_formation`` / ``mp20_bandgap``: the 1,130-structure mp_20 subset, split 80/10/10 (seed 0)
+  into 904 / 113 / 113 (ids in ``splits/mp_20_subset_split.json``);
+  ``formation_energy_per_atom`` [eV/atom] and ``band_gap`` [eV].
+* ``jarvis_tc``: jarvis_supercon Tc [K] (``tc_k = −prop``), the set's own train/val/test (846/105/105).
+
+Run folders go to ``experiments/property/runs/`` (git-ignored); each run's summary is copied into
+``experiments/property/results/<task>_<model>.json``. The baselines use the same fit/hold-out/test
+structures as the models (the composition ridge α is chosen on the hold-out set).
 """
 
 from __future__ import annotations
@@ -26,41 +34,55 @@ import time
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 RESULTS = HERE / "results"
+SPLIT_FILE = HERE / "splits" / "mp_20_subset_split.json"
 
-MODEL_KW = {
-    "cgcnn": {},  # reference defaults: 64-wide atoms, 3 convolutions, 128 hidden
-    "equivariant": {"n_scalars": 64, "n_vectors": 8, "n_layers": 3},
+#: task -> (target label, unit, title)
+TASKS = {
+    "perov5": ("heat_ref", "eV/atom", "perov_5 heat of formation (`heat_ref`)"),
+    "mp20_formation": ("formation_energy_per_atom", "eV/atom", "mp_20 subset, formation energy per atom"),
+    "mp20_bandgap": ("band_gap", "eV", "mp_20 subset, band gap"),
+    "jarvis_tc": ("tc_k", "K", "jarvis_supercon, superconducting Tc"),
 }
-TRAIN_KW = {
-    "cgcnn": {"lr": 2e-3, "batch_size": 64, "loss": "l1"},
-    "equivariant": {"lr": 2e-3, "batch_size": 64, "loss": "l1"},
-}
 
 
-def perov5_split(seed: int = 0):
-    from difcrys.data import Dataset, load_shared
-
-    a, b = load_shared("perov_5", "train_subset_dev"), load_shared("perov_5", "val")
-    test = load_shared("perov_5", "test")
-    crystals = a.crystals + b.crystals
-    props = {k: np.concatenate([a.properties[k], b.properties[k]]) for k in a.properties}
-    ids = a.ids + b.ids
-    perm = np.random.default_rng(seed).permutation(len(crystals))
-    n_val = len(crystals) // 10
-    sel = lambda idx, name: Dataset(crystals=[crystals[i] for i in idx], ids=[ids[i] for i in idx],
-                                    properties={k: v[idx] for k, v in props.items()}, units=a.units, name=name)
-    return sel(perm[n_val:], "perov5_fit"), sel(perm[:n_val], "perov5_holdout"), test
+def config_path(task: str, model: str = "cgcnn") -> pathlib.Path:
+    return ROOT / "configs" / f"property_{task}_{model}.yaml"
 
 
-TASKS = {"perov5": (perov5_split, "heat_ref")}
+def datasets(task: str):
+    """(fit, hold-out, test) Datasets of a task: the split of its cgcnn YAML config."""
+    from difcrys.train.config import load_yaml
+    from difcrys.train.property import property_datasets
+
+    p = config_path(task)
+    return property_datasets(load_yaml(p), p.parent)
+
+
+def make_mp20_split(seed: int = 0):
+    """80/10/10 split of the mp_20 subset (ids saved; existing file is overwritten)."""
+    from difcrys.data import load_shared
+
+    d = load_shared("mp_20_xrd_subset", "test_subset")
+    perm = np.random.default_rng(seed).permutation(len(d))
+    n_tr, n_va = int(0.8 * len(d)), int(0.1 * len(d))
+    split = {"_about": f"mp_20_xrd_subset/test_subset.csv ({len(d):,} structures) split 80/10/10 with "
+                       f"numpy.random.default_rng({seed}).permutation({len(d)}): first {n_tr} train, next {n_va} "
+                       f"val, last {len(d) - n_tr - n_va} test (material_id lists). Made by "
+                       "experiments/property/run.py mp20_split.",
+             "train": [d.ids[i] for i in perm[:n_tr]], "val": [d.ids[i] for i in perm[n_tr:n_tr + n_va]],
+             "test": [d.ids[i] for i in perm[n_tr + n_va:]]}
+    SPLIT_FILE.parent.mkdir(exist_ok=True)
+    SPLIT_FILE.write_text(json.dumps(split, indent=0))
+    print({k: len(v) for k, v in split.items() if k != "_about"})
 
 
 def run_baselines(task: str):
     from difcrys.train.property import composition_ridge, mean_baseline
 
-    tr, va, te = TASKS[task][0]()
-    t = TASKS[task][1]
+    tr, va, te = datasets(task)
+    t = TASKS[task][0]
     ytr, yva, yte = (d.properties[t] for d in (tr, va, te))
     res = {"mean": {"val_mae": mean_baseline(ytr, yva), "test_mae": mean_baseline(ytr, yte)},
            "composition_ridge": composition_ridge(tr.crystals, ytr, va.crystals, yva, te.crystals, yte)}
@@ -70,17 +92,18 @@ def run_baselines(task: str):
     print(json.dumps(res, indent=1))
 
 
-def run_model(task: str, model: str, max_time: float | None, epochs: int):
-    from difcrys.train.property import PropertyConfig, train_property
+def run_model(task: str, model: str, max_time: float | None, epochs: int | None, tag: str = ""):
+    from difcrys.train.property import train_property_config
 
-    tr, va, te = TASKS[task][0]()
-    cfg = PropertyConfig(model=model, model_kwargs=MODEL_KW[model], target=TASKS[task][1], epochs=epochs,
-                         max_time_s=max_time, **TRAIN_KW[model])
-    res = train_property(cfg, tr, va, HERE / "runs" / f"{task}_{model}", te,
-                         log=lambda *a: print(*a, flush=True), cache_dir=HERE / "runs" / "cache")
-    res["config"] = {"model_kwargs": MODEL_KW[model], **TRAIN_KW[model], "max_time_s": max_time, "epochs": epochs}
-    _save(task, model, res)
-    print(json.dumps(res, indent=1))
+    over = {"train": {"max_time_s": max_time}}
+    if epochs is not None:
+        over["train"]["epochs"] = epochs
+    res = train_property_config(config_path(task, model), HERE / "runs" / f"{task}_{model}{tag}", overrides=over,
+                                log=lambda *a: print(*a, flush=True), cache_dir=HERE / "runs" / "cache")
+    res["config"] = {"file": str(config_path(task, model).relative_to(ROOT)), "max_time_s": max_time,
+                     "epochs": epochs}
+    _save(task, model + tag, res)
+    print(json.dumps(res, indent=1, default=float))
 
 
 def _save(task, name, r):
@@ -89,48 +112,65 @@ def _save(task, name, r):
     (RESULTS / f"{task}_{name}.json").write_text(json.dumps(r, indent=2, default=float))
 
 
+NAMES = {"mean": "training-set mean", "composition_ridge": "composition only (element fractions + pairs, ridge)",
+         "cgcnn": "CGCNN (this repo)", "equivariant": "equivariant e3nn head (this repo)"}
+
+
+def _row_name(key: str) -> str:
+    for base, label in NAMES.items():
+        if key == base:
+            return label
+        if key.startswith(base + "_"):
+            return f"{label}, {key[len(base) + 1:].replace('_', ' ')}"
+    return key
+
+
 def collect():
-    out = {"published_matbench_perovskites_mae_eV_per_atom": {
-        "CGCNN": 0.045, "ALIGNN": 0.029, "coGN": 0.027,
-        "_note": "matbench v0.1 leaderboard, 18,928 structures, 5-fold CV (~15k training structures per fold)"},
-        "runs": {}}
+    out = {"runs": {}}
     for p in sorted(RESULTS.glob("*.json")):
+        if p.stem == "profile":
+            out["profile"] = json.loads(p.read_text())
+            continue
         out["runs"][p.stem] = json.loads(p.read_text())
     (HERE / "results.json").write_text(json.dumps(out, indent=2, default=float))
-    names = {"mean": "training-set mean", "composition_ridge": "composition only (element fractions + pairs, ridge)",
-             "cgcnn": "CGCNN (this repo)", "equivariant": "equivariant e3nn head (this repo)"}
-    rows = ["| model | test MAE (eV) | hold-out MAE (eV) | fitted structures | epochs (best) | train time |",
-            "|---|---|---|---|---|---|"]
-    for key in ("perov5_mean", "perov5_composition_ridge", "perov5_cgcnn", "perov5_equivariant"):
-        r = out["runs"].get(key)
-        if r is None:
-            continue
-        ep = f"{r['epochs']} ({r['best_epoch']})" if "epochs" in r else "–"
-        tt = f"{r['train_seconds'] / 60:.0f} min" if "train_seconds" in r else "–"
-        rows.append(f"| {names[key.split('_', 1)[1]]} | {r['test_mae']:.4f} | {r['val_mae']:.4f} | {r['n_train']} | {ep} | {tt} |")
-    table = "\n".join(rows)
-    print(table)
     readme = HERE / "README.md"
-    if readme.exists():
-        txt = readme.read_text()
-        a, b = "<!-- table -->", "<!-- /table -->"
+    txt = readme.read_text() if readme.exists() else ""
+    for task, (target, unit, _) in TASKS.items():
+        keys = sorted((k for k in out["runs"] if k.startswith(task + "_")),
+                      key=lambda k: (list(NAMES).index(next((b for b in NAMES if k[len(task) + 1:].startswith(b)),
+                                                            "equivariant")), k))
+        rows = [f"| model | test MAE ({unit}) | hold-out MAE ({unit}) | fitted structures | epochs (best) | train time |",
+                "|---|---|---|---|---|---|"]
+        for key in keys:
+            r = out["runs"][key]
+            ep = f"{r['epochs']} ({r['best_epoch']})" if "epochs" in r else "–"
+            tt = f"{r['train_seconds'] / 60:.0f} min" if "train_seconds" in r else "–"
+            rows.append(f"| {_row_name(key[len(task) + 1:])} | {r['test_mae']:.4f} | {r['val_mae']:.4f} | "
+                        f"{r['n_train']} | {ep} | {tt} |")
+        table = "\n".join(rows)
+        print(f"\n{task}\n{table}")
+        a, b = f"<!-- table {task} -->", f"<!-- /table {task} -->"
         if a in txt and b in txt:
             txt = txt[:txt.index(a) + len(a)] + "\n" + table + "\n" + txt[txt.index(b):]
-            readme.write_text(txt)
+    if readme.exists():
+        readme.write_text(txt)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("task", choices=list(TASKS) + ["collect"])
+    ap.add_argument("task", choices=list(TASKS) + ["collect", "mp20_split"])
     ap.add_argument("what", nargs="?", choices=["baselines", "cgcnn", "equivariant"])
     ap.add_argument("--max-time", type=float, default=None, help="training wall-time budget [s]")
-    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    ap.add_argument("--tag", default="", help="suffix of the run folder / result name (e.g. _lmax1)")
     a = ap.parse_args()
     if a.task == "collect":
         return collect()
+    if a.task == "mp20_split":
+        return make_mp20_split()
     if a.what == "baselines":
         return run_baselines(a.task)
-    return run_model(a.task, a.what, a.max_time, a.epochs)
+    return run_model(a.task, a.what, a.max_time, a.epochs, a.tag)
 
 
 if __name__ == "__main__":
