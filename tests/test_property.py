@@ -209,3 +209,23 @@ def test_config_errors():
         PropertyConfig(loss="huber")
     with pytest.raises(ConfigError, match="target"):
         train_property(PropertyConfig(target="band_gap"), tr, va, "/nonexistent/never_written", log=None)
+
+
+def test_size_buckets_trim_padding_without_changing_predictions():
+    """Batches cut to their bucket's own size give the same predictions as fully padded batches."""
+    from difcrys.nn.cgcnn import CGCNN, CGCNNConfig
+    from difcrys.train.property import _bucket_plan, _take_trimmed
+
+    cs = [rocksalt(4.0 + 0.1 * k) for k in range(6)] + [distorted(k) for k in range(6)]
+    gd = featurize(cs)
+    plan = _bucket_plan(gd, 2, 4)
+    assert sorted(np.concatenate([p[0] for p in plan]).tolist()) == list(range(12))
+    assert [p[1] for p in plan] == [2, 5] and plan[0][2] < plan[1][2] == int(np.max(gd.graph.n_edges))
+    m = CGCNN(CGCNNConfig(atom_fea_len=8, h_fea_len=8, n_conv=2, dtype="float64"))
+    v = m.init(jax.random.PRNGKey(0))
+    idx, n, e = plan[0]
+    full = np.asarray(m.apply(v, *gd.take(idx))[0])
+    trimmed = np.asarray(m.apply(v, *_take_trimmed(gd, idx, n, e))[0])
+    np.testing.assert_allclose(trimmed, full, rtol=1e-12)
+    with pytest.raises(ConfigError, match="n_buckets"):
+        PropertyConfig(n_buckets=0)
