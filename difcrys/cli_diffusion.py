@@ -125,7 +125,7 @@ def generate(run_dir, n: int, *, composition: str | None = None, conditions=None
         raise ConfigError("this model was trained without conditions")
     scfg = _sampler_cfg(cfg, n_steps=steps, guidance_scale=guidance_scale)
     init, step, grid = dm.make_sampler(spec, net, params, scfg, guidance=guidance)
-    B = int(batch_size or (cfg.get("eval") or {}).get("batch_size", 100))
+    B = min(int(batch_size or (cfg.get("eval") or {}).get("batch_size", 100)), int(n))
     crystals, reasons = [], []
     t0 = time.time()
     for start in range(0, n, B):
@@ -153,12 +153,8 @@ def cmd_sample(args) -> int:
     bad = [(i, r) for i, (c, r) in enumerate(zip(res["crystals"], res["reasons"])) if c is None]
     info = {"n_requested": args.n, "n_valid": len(good), "n_invalid": len(bad), "out": args.out,
             "n_steps": res["n_steps"], "wall_time_s": res["wall_time_s"]}
-    if res["objectives"] and good:
-        for fn, obj in res["objectives"]:
-            from difcrys.diffusion import guidance as gd
-            from difcrys.train.property import load_predictor  # noqa: F401 (predictor already loaded)
-
-        info["note"] = "gradient guidance used; evaluate the hit rate with the property model"
+    if res["objectives"]:
+        info["guidance"] = [dict(name=o.name, kind=o.kind, lo=o.lo, hi=o.hi) for _, o in res["objectives"]]
     if good:
         io.write(args.out, good)
     if bad:

@@ -96,3 +96,21 @@ def test_adapter_mask_selects_conditioning_parameters(setup):
     a = net.apply(p, *args, jnp.asarray([[2.0]]), jnp.asarray([True]))
     b = net.apply(p, *args, jnp.asarray([[-3.0]]), jnp.asarray([True]))
     np.testing.assert_allclose(a["coord"], b["coord"], atol=1e-12)
+
+
+def test_polar_rotation_is_the_orthogonal_polar_factor():
+    from difcrys.diffusion.lattice import symmetric_lattice
+    from difcrys.nn.denoiser import polar_rotation
+
+    rng = np.random.default_rng(3)
+    L = jnp.asarray(rng.normal(size=(4, 3, 3)) + 3 * np.eye(3))
+    U = polar_rotation(L)
+    np.testing.assert_allclose(U @ jnp.swapaxes(U, -1, -2), np.broadcast_to(np.eye(3), (4, 3, 3)), atol=1e-10)
+    np.testing.assert_allclose(symmetric_lattice(L) @ U, L, atol=1e-9)        # L = S U
+    S = symmetric_lattice(L)
+    np.testing.assert_allclose(polar_rotation(S), np.broadcast_to(np.eye(3), (4, 3, 3)), atol=1e-10)
+    R = jnp.asarray(_random_rotation(rng))
+    np.testing.assert_allclose(polar_rotation(L @ R.T), U @ R.T, atol=1e-10)
+    # finite gradient at a cubic (degenerate Gram) lattice
+    g = jax.grad(lambda a: jnp.sum(polar_rotation(a * jnp.eye(3) + 0.1) ** 2))(4.0)
+    assert np.isfinite(float(g))

@@ -147,3 +147,24 @@ def test_jittable_predictor_matches_host_graph_prediction():
     # the gradient w.r.t. positions and lattice exists and is finite
     gx, gl = jax.grad(lambda x, l: jnp.sum(f(x, l, probs, cr.mask)), argnums=(0, 1))(cr.frac, cr.lattice)
     assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gl)) and float(jnp.abs(gx).max()) > 0
+
+
+@pytest.mark.slow  # unrolled sampler + reverse-mode AD: ~30 s of compilation on the loaded machine
+def test_latent_optimisation_decreases_the_objective(spec_and_crystal):
+    from difcrys.nn.denoiser import CSPNet, DenoiserConfig
+
+    spec, c = spec_and_crystal
+    b = dm.prepare_batch(spec, [c] * 2)
+    net = CSPNet(DenoiserConfig(n_types=spec.K, hidden=16, n_layers=1, n_freq=2, time_dim=8))
+    params = net.init(jax.random.PRNGKey(0), b["types"], jnp.asarray(b["frac"], jnp.float32),
+                      jnp.asarray(b["lattice"], jnp.float32), b["mask"], jnp.zeros(2), jnp.ones(2))
+    target = 70.0  # Å^3
+
+    def J(frac, L, probs, mask):
+        return ((jnp.linalg.det(L) - target) / 10.0) ** 2
+
+    res = gd.optimise_latent(spec, net, params, dm.SamplerConfig(n_steps=8), b["types"], b["n"], J, steps=15,
+                             lr=0.1, decode_every=5, key=jax.random.PRNGKey(3), progress=False)
+    h = res["history"]
+    assert np.all(np.isfinite(h)) and h[-1] < 0.5 * h[0]
+    assert [s for s, _ in res["decoded"]] == [0, 5, 10, 15]

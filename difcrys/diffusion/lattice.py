@@ -100,16 +100,29 @@ def prior_sample(key, n, c, v, dtype=jnp.float64):
     return from_normalised(eps, n, c, v)
 
 
-def posterior_step(key, L_t, eps_hat, ab_t, ab_s, n, c, v, noise: bool = True):
+def predict_clean(L_t, eps_hat, ab_t, n, c, v, clip: float | None = None):
+    """``Ẑ_0 = (Z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t`` (normalised units), optionally clipped to ``[−clip, clip]``."""
+    Zt = to_normalised(L_t, n, c, v)
+    ab_t = jnp.asarray(ab_t, L_t.dtype)[..., None, None]
+    Z0 = (Zt - jnp.sqrt(1 - ab_t) * eps_hat) / jnp.sqrt(ab_t)
+    return Z0 if clip is None else jnp.clip(Z0, -clip, clip)
+
+
+def posterior_step(key, L_t, eps_hat, ab_t, ab_s, n, c, v, noise: bool = True, clip: float | None = None):
     """DDPM ancestral step ``L_s ∼ q(L_s | L_t, L̂_0)`` with ``L̂_0`` from the predicted noise.
 
     ``Ẑ_0 = (Z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t``; mean ``= √ᾱ_s β/(1−ᾱ_t) Ẑ_0 + √α (1−ᾱ_s)/(1−ᾱ_t) Z_t``,
     variance ``β (1−ᾱ_s)/(1−ᾱ_t)`` with ``α = ᾱ_t/ᾱ_s``, ``β = 1 − α`` (Ho et al. 2020, Eq. 7).
+    ``clip`` bounds ``Ẑ_0`` (the "clipped denoised" prediction of Ho et al.'s sampler): at large ``t``
+    the ``1/√ᾱ_t`` factor amplifies network errors, and the clean lattice is known to lie in a small
+    region of the normalised space (:attr:`DiffusionSpec.z_clip`).
     """
     Zt = to_normalised(L_t, n, c, v)
     ab_t = jnp.asarray(ab_t, L_t.dtype)[..., None, None]
     ab_s = jnp.asarray(ab_s, L_t.dtype)[..., None, None]
     Z0 = (Zt - jnp.sqrt(1 - ab_t) * eps_hat) / jnp.sqrt(ab_t)
+    if clip is not None:
+        Z0 = jnp.clip(Z0, -clip, clip)
     a = ab_t / ab_s
     b = 1 - a
     mean = jnp.sqrt(ab_s) * b / (1 - ab_t) * Z0 + jnp.sqrt(a) * (1 - ab_s) / (1 - ab_t) * Zt

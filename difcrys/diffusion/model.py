@@ -64,6 +64,8 @@ class DiffusionSpec:
         cond_names: conditioning properties (empty: unconditional).
         cond_mean, cond_std: their normalisation (training statistics).
         cond_min, cond_max: their training range (conditions outside are rejected).
+        z_clip: bound of the predicted clean lattice in normalised units ``Z = (L − μ(n) I)/σ(n)``
+            during sampling (1.5 × the largest ``|Z_0|`` of the training data + 0.05).
     """
 
     task: str
@@ -80,6 +82,7 @@ class DiffusionSpec:
     cond_std: tuple = ()
     cond_min: tuple = ()
     cond_max: tuple = ()
+    z_clip: float = 1.0
 
     def __post_init__(self):
         if self.task not in ("csp", "gen"):
@@ -140,6 +143,10 @@ def spec_from_data(crystals, task: str, *, T: int = 1000, sigma_min: float = 0.0
     vols = np.array([abs(np.linalg.det(np.asarray(c.lattice))) for c in crystals])
     zs = sorted({int(z) for c in crystals for z, m in zip(np.asarray(c.numbers), np.asarray(c.mask)) if m})
     n_max = int(ns.max())
+    S = np.asarray(lat.symmetric_lattice(jnp.asarray(np.stack([np.asarray(c.lattice, float) for c in crystals]))))
+    c_ = float(np.mean(vols / ns))
+    v_ = float(v_scale or np.mean(vols))
+    z0 = np.asarray(lat.to_normalised(jnp.asarray(S), jnp.asarray(ns), c_, v_))
     cond = cond or {}
     names = tuple(cond)
     arr = [np.asarray(cond[k], float) for k in names]
@@ -148,7 +155,8 @@ def spec_from_data(crystals, task: str, *, T: int = 1000, sigma_min: float = 0.0
                          sigma_min=float(sigma_min), sigma_max=float(sigma_max), cond_names=names,
                          cond_mean=tuple(float(a.mean()) for a in arr),
                          cond_std=tuple(float(a.std() + 1e-12) for a in arr),
-                         cond_min=tuple(float(a.min()) for a in arr), cond_max=tuple(float(a.max()) for a in arr))
+                         cond_min=tuple(float(a.min()) for a in arr), cond_max=tuple(float(a.max()) for a in arr),
+                         z_clip=float(1.5 * np.abs(z0).max() + 0.05))
 
 
 def prepare_batch(spec: DiffusionSpec, crystals, cond: np.ndarray | None = None, n_pad: int | None = None) -> dict:
@@ -363,7 +371,8 @@ def make_sampler(spec: DiffusionSpec, net, params, cfg: SamplerConfig, *, guidan
             ab = tab["ab_L"][t]
             sL = lat.sigma(st["n"], spec.v)[:, None, None]
             Z = lat.to_normalised(st["lattice"], st["n"], spec.c, spec.v)
-            L0 = lat.from_normalised((Z - jnp.sqrt(1 - ab) * eps_L) / jnp.sqrt(ab), st["n"], spec.c, spec.v)
+            L0 = lat.from_normalised(lat.predict_clean(st["lattice"], eps_L, ab, st["n"], spec.c, spec.v, spec.z_clip),
+                                     st["n"], spec.c, spec.v)
             gxa, gLa = jax.grad(lambda a, b: jnp.sum(fn(a, b, probs, st["mask"])), argnums=(0, 1))(x0, L0)
             gLa = 0.5 * (gLa + jnp.swapaxes(gLa, -1, -2))
             score_x = score_x - gx * gxa * st["mask"][..., None]
@@ -408,12 +417,14 @@ def make_sampler(spec: DiffusionSpec, net, params, cfg: SamplerConfig, *, guidan
             frac = st["frac"] + 0.5 * dv * sx
             ab_t, ab_s = tab["ab_L"][t], tab["ab_L"][s]
             Z = lat.to_normalised(st["lattice"], st["n"], spec.c, spec.v)
-            Z0 = (Z - jnp.sqrt(1 - ab_t) * eps_L) / jnp.sqrt(ab_t)
-            L = lat.from_normalised(jnp.sqrt(ab_s) * Z0 + jnp.sqrt(1 - ab_s) * eps_L, st["n"], spec.c, spec.v)
+            Z0 = lat.predict_clean(st["lattice"], eps_L, ab_t, st["n"], spec.c, spec.v, spec.z_clip)
+            eps_c = (Z - jnp.sqrt(ab_t) * Z0) / jnp.sqrt(1 - ab_t)  # noise consistent with the clipped Ẑ_0 (DDIM)
+            L = lat.from_normalised(jnp.sqrt(ab_s) * Z0 + jnp.sqrt(1 - ab_s) * eps_c, st["n"], spec.c, spec.v)
         else:
             std = jnp.sqrt(jnp.maximum(dv * sig_s**2 / sig_t**2, 0.0))
             frac = st["frac"] + dv * sx + std * jax.random.normal(kp, st["frac"].shape, dtype)
-            L = lat.posterior_step(kl, st["lattice"], eps_L, tab["ab_L"][t], tab["ab_L"][s], st["n"], spec.c, spec.v)
+            L = lat.posterior_step(kl, st["lattice"], eps_L, tab["ab_L"][t], tab["ab_L"][s], st["n"], spec.c, spec.v,
+                                   clip=spec.z_clip)
         types = st["types"]
         if spec.task == "gen":
             types = masked.sample_posterior(ka, types, logits, tab["ab_A"][t], tab["ab_A"][s], cfg.temperature)

@@ -16,8 +16,12 @@ graph; ``n ≤ ~50``):
   ``h_i ← LN(h_i + φ_h(h_i, mean_j m_ij))``;
 * outputs: per-atom fractional-coordinate score ``φ_x(h_i) ∈ ℝ³`` (invariant to rotations and
   translations, permutation-equivariant), per-atom type logits ``φ_a(h_i) ∈ ℝ^K``, and the lattice
-  noise ``ε̂_L = M(mean_i h_i) L / s_L`` (bounded for any lattice scale) with ``M ∈ ℝ^{3×3}`` built from invariants, so that
-  ``ε̂_L(L Rᵀ) = ε̂_L(L) Rᵀ`` (rotation-equivariant, like DiffCSP's lattice head).
+  noise ``ε̂_L = M_1 L / s_L + M_2 U`` with ``M_1, M_2 ∈ ℝ^{3×3}`` built from invariants and ``U`` the
+  orthogonal polar factor of ``L`` (:func:`polar_rotation`), so that ``ε̂_L(L Rᵀ) = ε̂_L(L) Rᵀ``
+  (rotation-equivariant, like DiffCSP's lattice head ``M L``). The ``M_2 U`` term lets the head
+  output any matrix for the symmetric lattices of :mod:`difcrys.diffusion.lattice` (``U = I``),
+  in particular the ``μ(n) I`` offset of the MatterGen prior, which ``M_1 L`` alone can only
+  approximate through ``L^{-1}``.
 
 Conditioning (classifier-free guidance and MatterGen-style adapters, Zeni et al., Nature 2025):
 a property vector ``y`` is embedded by an MLP; a boolean ``cond_mask`` replaces it by a learned
@@ -37,7 +41,7 @@ import jax.numpy as jnp
 
 from difcrys.errors import ConfigError
 
-__all__ = ["DenoiserConfig", "CSPNet", "adapter_mask", "time_features"]
+__all__ = ["DenoiserConfig", "CSPNet", "adapter_mask", "time_features", "polar_rotation"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +152,21 @@ class CSPNet(nn.Module):
         coord = _mlp(h, H, 3, "coord_out") * maskf[..., None]
         logits = _mlp(h, H, cfg.n_types, "type_out")
         pooled = jnp.sum(h, axis=1) / n_real[:, None]
-        M = _mlp(jnp.concatenate([pooled, gfeat, temb], -1), H, 9, "lattice_out").reshape(-1, 3, 3)
-        eps_L = M @ lattice / sL[:, None, None]
+        M = _mlp(jnp.concatenate([pooled, gfeat, temb], -1), H, 18, "lattice_out").reshape(-1, 2, 3, 3)
+        eps_L = M[:, 0] @ lattice / sL[:, None, None] + M[:, 1] @ polar_rotation(lattice / sL[:, None, None])
         return {"coord": coord, "lattice": eps_L, "type_logits": logits}
+
+
+def polar_rotation(L, n_iter: int = 12):
+    """Orthogonal polar factor ``U = (L Lᵀ)^{-1/2} L`` ``[..., 3, 3]`` by Newton's iteration
+    ``X ← (X + X^{-T})/2`` (Higham, "Functions of Matrices", SIAM 2008, Eq. 8.17), differentiable and
+    free of eigendecompositions (no NaN gradients for degenerate, e.g. cubic, Gram matrices).
+    Rotation-equivariant: ``U(L Rᵀ) = U(L) Rᵀ``; ``U = I`` for a symmetric positive-definite ``L``.
+    """
+    X = L
+    for _ in range(n_iter):
+        X = 0.5 * (X + jnp.swapaxes(jnp.linalg.inv(X), -1, -2))
+    return X
 
 
 def adapter_mask(params) -> dict:

@@ -1,0 +1,146 @@
+"""Crystal diffusion experiments: evaluate trained runs and write results.json + sample grids.
+
+Usage (after training with ``difcrys train``, see README.md)::
+
+    python experiments/diffusion/run.py csp  RUN_DIR --n-test 200 --name perov5_csp
+    python experiments/diffusion/run.py gen  RUN_DIR --n-samples 200 --name perov5_gen
+    python experiments/diffusion/run.py cond RUN_DIR --predictor PROPERTY_RUN --condition heat_ref=0..0.5 --n-samples 100
+    python experiments/diffusion/run.py grid SAMPLES.extxyz --out grid.png
+
+Each command merges its numbers into ``experiments/diffusion/results.json`` under ``--name``
+together with the settings and the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results.json")
+
+
+def _merge(name, record):
+    d = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            d = json.load(f)
+    record["command"] = "python " + " ".join(sys.argv)
+    record["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    d[name] = record
+    with open(RESULTS, "w") as f:
+        json.dump(d, f, indent=1, default=float)
+
+
+def _run_info(run_dir):
+    info = {}
+    p = os.path.join(run_dir, "summary.json")
+    if os.path.exists(p):
+        info["training"] = json.load(open(p))
+    m = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(m):
+        lines = [json.loads(l) for l in open(m)]
+        info["training_epochs_logged"] = len(lines)
+        info["training_time_s"] = sum(l["time_s"] for l in lines)
+        info["final_val_loss"] = lines[-1]["val_loss"]
+    import yaml
+
+    info["config"] = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    return info
+
+
+def render_grid(crystals, path, ncols=4, title=""):
+    """Render structures (unit cell + atoms, ASE's matplotlib renderer) in a grid PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ase.visualize.plot import plot_atoms
+
+    from difcrys.io import to_ase
+
+    n = len(crystals)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows))
+    axes = np.atleast_1d(axes).ravel()
+    for ax, c in zip(axes, crystals):
+        plot_atoms(to_ase(c), ax, rotation="10x,20y,0z", radii=0.5)
+        ax.set_title(c.formula, fontsize=9)
+        ax.set_axis_off()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["csp", "gen", "cond", "grid"])
+    p.add_argument("path")
+    p.add_argument("--name", default=None)
+    p.add_argument("--n-test", type=int, default=200)
+    p.add_argument("--n-samples", type=int, default=200)
+    p.add_argument("--predictor", default=None)
+    p.add_argument("--condition", default=None)
+    p.add_argument("--guide-weight", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    from difcrys.cli_diffusion import evaluate_run, generate
+
+    if a.mode == "grid":
+        from difcrys import io
+
+        render_grid(io.read_many(a.path)[:12], a.out or os.path.join(HERE, "grid.png"))
+        return 0
+    name = a.name or os.path.basename(os.path.normpath(a.path)) + "_" + a.mode
+    if a.mode == "csp":
+        res = evaluate_run(a.path, "csp", a.n_test)
+    elif a.mode == "gen":
+        res = evaluate_run(a.path, "gen", a.n_samples)
+        g = generate(a.path, 12, seed=123, progress=False)
+        good = [c for c in g["crystals"] if c is not None]
+        if good:
+            render_grid(good, os.path.join(HERE, f"{name}_grid.png"), title=f"{name}: de novo samples")
+            res["grid"] = f"{name}_grid.png"
+    else:
+        from difcrys.diffusion import guidance as gd
+        from difcrys.diffusion.model import parse_condition
+        from difcrys.train.property import load_predictor
+
+        prop, kind, lo, hi = parse_condition(a.condition)
+        pr = load_predictor(a.predictor)
+        obj = gd.Objective(prop, kind, lo, hi)
+        res = {"condition": a.condition, "predictor": a.predictor}
+        for label, kw in (("unguided", {}), ("guided", {"conditions": [a.condition],
+                                                        "predictors": [f"{prop}={a.predictor}"],
+                                                        "guide_weight": a.guide_weight})):
+            t0 = time.time()
+            g = generate(a.path, a.n_samples, seed=7, steps=a.steps, progress=False, **kw)
+            good = [c for c in g["crystals"] if c is not None]
+            y = pr(good) if good else np.array([])
+            hit = gd.satisfied(y, obj, tol=0.05 if kind == "value" else 0.0)
+            res[label] = {"n_samples": a.n_samples, "n_valid": len(good), "hit_rate_of_valid": float(hit.mean()) if good else 0.0,
+                          "hit_rate_of_all": float(hit.sum() / a.n_samples), "pred_mean": float(np.mean(y)) if good else None,
+                          "pred_std": float(np.std(y)) if good else None, "wall_time_s": time.time() - t0}
+            if label == "guided" and good:
+                render_grid(good[:8], os.path.join(HERE, f"{name}_grid.png"), title=f"{name}: {a.condition}")
+                res["grid"] = f"{name}_grid.png"
+        res["guide_weight"] = a.guide_weight
+        res["n_steps"] = g["n_steps"]
+    res.update(_run_info(a.path))
+    _merge(name, res)
+    print(json.dumps({k: v for k, v in res.items() if k != "config"}, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
