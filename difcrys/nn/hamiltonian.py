@@ -1,0 +1,474 @@
+"""E(3)-equivariant network for DFT Hamiltonian blocks in a localized basis (DeepH-E3 family).
+
+The network maps a structure to the real-space blocks ``H_{iα,jβ}(R)`` (and the overlap
+``S_{iα,jβ}(R)``) of :mod:`difcrys.tb` for every atom pair within the cutoff ``r_c`` (the
+nearsightedness radius) and every on-site block, in linear time in the number of atoms.
+
+Architecture (after X. Gong et al., "General framework for E(3)-equivariant neural network
+representation of density functional theory Hamiltonian", Nat. Commun. 14, 2848 (2023),
+DeepH-E3; and H. Li et al., Nat. Comput. Sci. 2, 367 (2022), DeepH):
+
+* nodes: species embedding → hidden irreps ``C × (0e, 1o, 1e, 2e, 2o, …)`` up to ``l_max``,
+  updated by ``num_layers`` NequIP-style interaction blocks (messages ``R(r) ⊙ (h_j ⊗ Y(r̂_ij))``,
+  neighbour sum / √avg_neighbours, linear, species self-connection, gate), as in
+  :mod:`difcrys.nn.potential`;
+* edges ``(i, j, R)``: ``x = [W_a h_i, W_b h_j]``, ``(x ⊗ Y(r̂)) ⊙ MLP(radial, h_i^0, h_j^0)``,
+  then a linear map indexed by the species pair to the **block irreps**; the on-site blocks come
+  from a species-indexed linear map of ``h_i``;
+* block irreps → blocks: a block between shells ``l1`` (atom i) and ``l2`` (atom j) is
+  ``B_{m1 m2} = Σ_{L=|l1−l2|}^{l1+l2} Σ_M C^{l1 l2 L}_{m1 m2 M} c^L_M`` with e3nn's
+  Clebsch–Gordan coefficients and ``c^L`` of parity ``(−1)^{l1+l2}`` (DeepH-E3, Eq. 3), so
+  rotating the structure by ``R`` gives ``B → D^{l1}(R) B D^{l2}(R)^T`` exactly;
+* hermiticity ``H_ij(R) = H_ji(−R)^T`` is built in: the final edge block is
+  ``½ (B_{ij,R} + B_{ji,−R}^T)`` (the graph holds both directions), the on-site block
+  ``½ (B + B^T)``;
+* overlap: S is a two-centre quantity, ``S_ij(d) = Σ_L f_{ab,L}(|d|) C^{l1 l2 L} Y^L(d̂)``
+  (only ``L`` with ``(−1)^L = (−1)^{l1+l2}`` survive), with radial functions ``f`` from an MLP
+  per species pair; on-site overlaps are the per-species constants of the training data.
+  Edge blocks carry the smooth envelope ``u(r/r_c)`` (they vanish at the cutoff).
+
+Orbitals follow the e3nn-jax order (:mod:`difcrys.tb.orbitals`). Energies in eV, lengths in Å.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from difcrys.crystal import Crystal, atomic_number, chemical_symbol
+from difcrys.errors import ConfigError
+from difcrys.graph import edge_vectors_from_positions, neighbor_graph, safe_norm
+from difcrys.nn.potential import polynomial_envelope
+from difcrys.tb.orbitals import BasisError, OrbitalBasis
+
+__all__ = ["HamiltonianConfig", "HamiltonianNet", "HamiltonianModel", "HGraph", "reverse_edges"]
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclasses.dataclass(frozen=True)
+class HamiltonianConfig:
+    """Hyper-parameters and fitted statistics of a :class:`HamiltonianModel`.
+
+    Attributes:
+        basis: ``{element: shells}`` (``{"C": [0, 1]}`` or ``{"Si": "1s1p"}``).
+        cutoff: nearsightedness radius ``r_c`` [Å] (blocks beyond are zero).
+        num_layers: interaction blocks on the nodes.
+        l_max: highest degree of hidden irreps and spherical harmonics (≥ 2·max shell l is exact
+            for the CG decomposition; lower is allowed).
+        channels: multiplicity of each hidden irrep.
+        n_radial: Bessel radial functions.
+        radial_hidden: width of the radial MLPs.
+        envelope_p: exponent of the polynomial envelope.
+        avg_num_neighbors: neighbour-sum normalisation (fitted).
+        onsite_H, onsite_S: per-species mean on-site blocks ``[n_species][no][no]`` (fitted).
+        scale: scale of the learned corrections [eV] (fitted: RMS of the edge blocks).
+        dtype: ``"float32"`` or ``"float64"``.
+    """
+
+    basis: dict = dataclasses.field(default_factory=lambda: {"C": [0, 1]})
+    cutoff: float = 6.0
+    num_layers: int = 2
+    l_max: int = 2
+    channels: int = 16
+    n_radial: int = 8
+    radial_hidden: int = 32
+    envelope_p: int = 6
+    avg_num_neighbors: float = 20.0
+    onsite_H: tuple | None = None
+    onsite_S: tuple | None = None
+    scale: float = 1.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if not self.basis:
+            raise ConfigError("model.basis must name at least one element and its shells")
+        OrbitalBasis(self.basis)  # validates
+        if not (float(self.cutoff) > 0):
+            raise ConfigError(f"model.cutoff must be > 0 Å, got {self.cutoff}")
+        if int(self.num_layers) < 0 or int(self.l_max) < 0 or int(self.channels) < 1:
+            raise ConfigError("model.num_layers >= 0, l_max >= 0, channels >= 1 required")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"model.dtype must be float32 or float64, got {self.dtype!r}")
+
+    @property
+    def orbital_basis(self) -> OrbitalBasis:
+        return OrbitalBasis(self.basis)
+
+    @property
+    def species(self) -> tuple:
+        return tuple(sorted(self.orbital_basis.shells))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HamiltonianConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = set(d) - names
+        if bad:
+            raise ConfigError(f"unknown model setting(s) {sorted(bad)}; known: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["basis"] = {k if isinstance(k, str) else chemical_symbol(k): list(OrbitalBasis({k: v}).shells.values())[0]
+                      for k, v in self.basis.items()}
+        d["basis"] = {k: list(v) for k, v in d["basis"].items()}
+        return d
+
+
+# ------------------------------------------------------------------------------------ layout
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Static orbital bookkeeping: global shell slots and per-species selections."""
+
+    species: tuple            # atomic numbers
+    slots: tuple              # l of each global slot
+    slot_off: tuple           # orbital offset of each slot in the global layout
+    nG: int                   # global orbital count
+    no: int                   # padded per-atom orbital count (species layout)
+    select: np.ndarray        # [n_species, no] global orbital index of each species orbital (nG = none)
+    edge_paths: tuple         # ((a, b, L), ...) for all slot pairs
+    irreps_edge: e3nn.Irreps  # simplified irreps of the block coefficients
+    path_index: tuple         # (irrep position in irreps_edge, multiplicity index) per path
+    s_paths: tuple            # indices of edge_paths with (-1)^L == (-1)^(la+lb)
+
+
+def _layout(cfg: HamiltonianConfig) -> _Layout:
+    basis = cfg.orbital_basis
+    species = tuple(sorted(basis.shells))
+    count = {}
+    for z in species:
+        c = {}
+        for l in basis.shells[z]:
+            c[l] = c.get(l, 0) + 1
+        for l, k in c.items():
+            count[l] = max(count.get(l, 0), k)
+    slots = tuple(l for l in sorted(count) for _ in range(count[l]))
+    off = np.concatenate([[0], np.cumsum([2 * l + 1 for l in slots])]).astype(int)
+    nG = int(off[-1])
+    no = basis.max_orbitals()
+    select = np.full((len(species), no), nG, np.int64)
+    for s, z in enumerate(species):
+        seen, o = {}, 0
+        for l in basis.shells[z]:
+            k = seen.get(l, 0)
+            seen[l] = k + 1
+            slot = [q for q, lq in enumerate(slots) if lq == l][k]
+            select[s, o:o + 2 * l + 1] = off[slot] + np.arange(2 * l + 1)
+            o += 2 * l + 1
+    paths = []
+    for a, la in enumerate(slots):
+        for b, lb in enumerate(slots):
+            for L in range(abs(la - lb), la + lb + 1):
+                paths.append((a, b, L))
+    irs = {}
+    pidx_raw = []
+    for a, b, L in paths:
+        ir = e3nn.Irrep(L, (-1) ** (slots[a] + slots[b]))
+        pidx_raw.append((ir, irs.get(ir, 0)))
+        irs[ir] = irs.get(ir, 0) + 1
+    order = sorted(irs)
+    irreps = e3nn.Irreps([(irs[ir], ir) for ir in order])
+    pidx = tuple((order.index(ir), k) for ir, k in pidx_raw)
+    s_paths = tuple(q for q, (a, b, L) in enumerate(paths) if (L + slots[a] + slots[b]) % 2 == 0)
+    return _Layout(species, slots, tuple(int(x) for x in off), nG, no, select, tuple(paths), irreps, pidx, s_paths)
+
+
+def _coeffs_to_blocks(layout: _Layout, chunks, dtype, lead: tuple):
+    """Per-path coefficients → ``[..., nG, nG]`` blocks via Clebsch–Gordan.
+
+    ``chunks``: list over paths of ``[..., 2L+1]`` arrays (or None for zero).
+    """
+    G = jnp.zeros(lead + (layout.nG, layout.nG), dtype)
+    for (a, b, L), c in zip(layout.edge_paths, chunks):
+        if c is None:
+            continue
+        la, lb = layout.slots[a], layout.slots[b]
+        cg = jnp.asarray(e3nn.clebsch_gordan(la, lb, L), dtype) * math.sqrt(2 * L + 1)
+        blk = jnp.einsum("ijm,...m->...ij", cg, c)
+        oa, ob = layout.slot_off[a], layout.slot_off[b]
+        G = G.at[..., oa:oa + 2 * la + 1, ob:ob + 2 * lb + 1].add(blk)
+    return G
+
+
+def _path_chunks(layout: _Layout, x: e3nn.IrrepsArray):
+    ch = x.chunks  # per irrep: [..., mul, 2L+1]
+    return [None if ch[i] is None else ch[i][..., k, :] for i, k in layout.path_index]
+
+
+def _to_species_layout(layout: _Layout, G, si, sj):
+    """``[E, nG, nG]`` global blocks → ``[E, no, no]`` species layout (padding zero)."""
+    Gp = jnp.pad(G, [(0, 0)] * (G.ndim - 2) + [(0, 1), (0, 1)])
+    sel = jnp.asarray(layout.select)
+    ri, rj = sel[si], sel[sj]  # [E, no]
+    return jnp.take_along_axis(jnp.take_along_axis(Gp, ri[:, :, None], axis=1), rj[:, None, :], axis=2)
+
+
+def _hidden_irreps(C, l_max):
+    out = [(C, (0, 1))]
+    for l in range(1, l_max + 1):
+        out += [(C, (l, (-1) ** l)), (C, (l, -((-1) ** l)))]
+    return e3nn.Irreps(out)
+
+
+# ------------------------------------------------------------------------------------ network
+class HamiltonianNet(nn.Module):
+    """Raw network: returns ``(H_edge [E,no,no], H_onsite [n,no,no], S_edge [E,no,no])`` before
+    hermitisation and the on-site means (see :class:`HamiltonianModel`)."""
+
+    config: HamiltonianConfig
+
+    @nn.compact
+    def __call__(self, species, vectors, senders, receivers, edge_mask):
+        cfg = self.config
+        lay = _layout(cfg)
+        n = species.shape[0]
+        nS = len(lay.species)
+        dtype = vectors.dtype
+        rc = float(cfg.cutoff)
+        C = int(cfg.channels)
+        r = safe_norm(vectors)
+        valid = edge_mask & (r > 0)
+        safe_vec = jnp.where(valid[:, None], vectors, jnp.asarray([1.0, 0.0, 0.0], dtype))
+        safe_r = jnp.where(valid, r, 1.0)
+        lsh = list(range(max(cfg.l_max, 2 * max(lay.slots)) + 1))
+        sh = e3nn.spherical_harmonics(lsh, e3nn.IrrepsArray("1o", safe_vec), normalize=True,
+                                      normalization="component")
+        env = (polynomial_envelope(safe_r / rc, cfg.envelope_p) * valid).astype(dtype)
+        radial = (e3nn.bessel(safe_r, cfg.n_radial, rc) * env[:, None]).astype(dtype)
+        si = species[jnp.clip(senders, 0, n - 1)]
+        sj = species[jnp.clip(receivers, 0, n - 1)]
+        pair = si * nS + sj
+
+        onehot = jax.nn.one_hot(species, nS, dtype=dtype)
+        h = e3nn.flax.Linear(f"{C}x0e", name="embed")(e3nn.IrrepsArray(f"{nS}x0e", onehot))
+        hidden = _hidden_irreps(C, cfg.l_max)
+        norm = 1.0 / math.sqrt(max(float(cfg.avg_num_neighbors), 1e-6))
+        for t in range(cfg.num_layers):
+            x = e3nn.flax.Linear(h.irreps, name=f"pre_{t}")(h)
+            msg = e3nn.tensor_product(x[receivers], sh, filter_ir_out=hidden)
+            w = e3nn.flax.MultiLayerPerceptron((cfg.radial_hidden, cfg.radial_hidden, msg.irreps.num_irreps),
+                                               act=jax.nn.silu, output_activation=False,
+                                               name=f"radial_{t}")(radial)
+            msg = msg * w
+            agg = e3nn.scatter_sum(msg, dst=senders, output_size=n, mode="drop") * norm
+            n_gates = hidden.filter(drop="0e").num_irreps
+            pre = e3nn.Irreps(f"{C + n_gates}x0e") + hidden.filter(drop="0e")
+            y = e3nn.flax.Linear(pre, force_irreps_out=True, name=f"post_{t}")(agg)
+            sc = e3nn.flax.Linear(pre, num_indexed_weights=nS, force_irreps_out=True, name=f"self_{t}")(species, h)
+            h = e3nn.gate(y + sc, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid,
+                          odd_act=jnp.tanh, odd_gate_act=jax.nn.sigmoid)
+
+        # ---- edge blocks
+        xa = e3nn.flax.Linear(h.irreps, name="edge_a")(h)[senders]
+        xb = e3nn.flax.Linear(h.irreps, name="edge_b")(h)[receivers]
+        xe = e3nn.concatenate([xa, xb])
+        out_irreps = lay.irreps_edge
+        tp = e3nn.tensor_product(xe, sh, filter_ir_out=list({ir for _, ir in out_irreps} | {ir for _, ir in hidden}))
+        scal = jnp.concatenate([radial, xa.filter(keep="0e").array, xb.filter(keep="0e").array], axis=-1)
+        w = e3nn.flax.MultiLayerPerceptron((cfg.radial_hidden, cfg.radial_hidden, tp.irreps.num_irreps),
+                                           act=jax.nn.silu, output_activation=False, name="edge_radial")(scal)
+        tp = tp * w
+        feat = e3nn.concatenate([tp, xe]).regroup()
+        ce = e3nn.flax.Linear(out_irreps, num_indexed_weights=nS * nS, force_irreps_out=True,
+                              name="edge_out")(pair, feat)
+        ce = ce * (env * cfg.scale)[:, None]
+        G = _coeffs_to_blocks(lay, _path_chunks(lay, ce), dtype, (vectors.shape[0],))
+        H_edge = _to_species_layout(lay, G, si, sj)
+
+        # ---- on-site blocks (same-slot paths of one atom)
+        co = e3nn.flax.Linear(out_irreps, num_indexed_weights=nS, force_irreps_out=True,
+                              name="onsite_out")(species, h.regroup())
+        Go = _coeffs_to_blocks(lay, _path_chunks(lay, co * cfg.scale), dtype, (n,))
+        H_on = _to_species_layout(lay, Go, species, species)
+
+        # ---- overlap: two-centre form
+        n_sp = len(lay.s_paths)
+        f = e3nn.flax.MultiLayerPerceptron((cfg.radial_hidden, cfg.radial_hidden, n_sp * nS * nS),
+                                           act=jax.nn.silu, output_activation=False, name="overlap_radial")(
+            e3nn.IrrepsArray(f"{cfg.n_radial}x0e", radial)).array.reshape(-1, nS * nS, n_sp)
+        f = jnp.take_along_axis(f, pair[:, None, None], axis=1)[:, 0, :] * env[:, None]
+        shc = sh.chunks
+        sh_l = {ir.l: shc[k][:, 0, :] for k, (_, ir) in enumerate(sh.irreps)}
+        chunks = [None] * len(lay.edge_paths)
+        for q, pidx in enumerate(lay.s_paths):
+            L = lay.edge_paths[pidx][2]
+            chunks[pidx] = f[:, q:q + 1] * sh_l[L]
+        Gs = _coeffs_to_blocks(lay, chunks, dtype, (vectors.shape[0],))
+        S_edge = _to_species_layout(lay, Gs, si, sj)
+        return H_edge, H_on, S_edge
+
+
+# ------------------------------------------------------------------------------------ graph
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class HGraph:
+    """Neighbour graph with the reverse-edge index (for hermitisation).
+
+    Attributes:
+        senders, receivers: ``[E]`` atoms i, j; shifts ``[E, 3]`` lattice translation R of j;
+        mask: ``[E]`` real edges; reverse: ``[E]`` index of edge ``(j, i, −R)`` (itself for padding).
+    """
+
+    senders: jax.Array
+    receivers: jax.Array
+    shifts: jax.Array
+    mask: jax.Array
+    reverse: jax.Array
+
+
+def reverse_edges(senders, receivers, shifts, mask) -> np.ndarray:
+    """Host: index of the reverse edge ``(j, i, −R)`` of each edge (vectorised, O(E log E))."""
+    s, r, S, m = (np.asarray(x) for x in (senders, receivers, shifts, mask))
+    E = len(s)
+    idx = np.arange(E)
+    out = idx.copy()
+    real = np.nonzero(m)[0]
+    if len(real) == 0:
+        return out
+    n = int(max(s[real].max(), r[real].max())) + 1
+    K = int(np.abs(S[real]).max()) * 2 + 1
+    off = K // 2
+
+    def code(i, j, T):
+        T = T.astype(np.int64) + off
+        return (((i.astype(np.int64) * n + j) * K + T[:, 0]) * K + T[:, 1]) * K + T[:, 2]
+
+    fwd = code(s[real], r[real], S[real])
+    bwd = code(r[real], s[real], -S[real])
+    order = np.argsort(fwd)
+    pos = np.searchsorted(fwd[order], bwd)
+    pos = np.clip(pos, 0, len(real) - 1)
+    found = fwd[order][pos] == bwd
+    if not np.all(found):
+        raise ConfigError("neighbour graph is not symmetric (an edge lacks its reverse)")
+    out[real] = real[order[pos]]
+    return out
+
+
+# ------------------------------------------------------------------------------------ wrapper
+class HamiltonianModel:
+    """A learned Hamiltonian: config + pure functions of ``params``.
+
+    Example::
+
+        model = HamiltonianModel(HamiltonianConfig(basis={"C": [0, 1]}, cutoff=6.0))
+        params = model.init(jax.random.PRNGKey(0))
+        op = model.predict_operator(params, crystal)        # difcrys.tb.TBOperator
+    """
+
+    def __init__(self, config: HamiltonianConfig):
+        if not isinstance(config, HamiltonianConfig):
+            raise ConfigError(f"HamiltonianModel needs a HamiltonianConfig, got {type(config).__name__}")
+        self.config = config
+        self.layout = _layout(config)
+        self.module = HamiltonianNet(config)
+        self.dtype = jnp.dtype(config.dtype)
+        table = np.full(128, -1, np.int32)
+        for k, z in enumerate(self.layout.species):
+            table[z] = k
+        self._table = table
+        no, nS = self.layout.no, len(self.layout.species)
+        self._onsite_H = np.zeros((nS, no, no)) if config.onsite_H is None else np.asarray(config.onsite_H, float)
+        self._onsite_S = (np.zeros((nS, no, no)) if config.onsite_S is None else np.asarray(config.onsite_S, float))
+        if config.onsite_S is None:
+            for s, z in enumerate(self.layout.species):
+                k = config.orbital_basis.n_orbitals(z)
+                self._onsite_S[s, :k, :k] = np.eye(k)
+
+    @property
+    def basis(self) -> OrbitalBasis:
+        return self.config.orbital_basis
+
+    def check_numbers(self, numbers, mask=None) -> None:
+        """Raise :class:`BasisError` if an element has no orbital basis in this model."""
+        z = np.asarray(numbers).reshape(-1)
+        m = np.ones_like(z, bool) if mask is None else np.asarray(mask, bool).reshape(-1)
+        for v in sorted({int(x) for x in z[m]}):
+            self.basis.for_element(v)
+
+    def graph(self, crystal: Crystal, **kw) -> HGraph:
+        """Neighbour graph within the cutoff, with reverse edges (host)."""
+        self.check_numbers(crystal.numbers, crystal.mask)
+        g = neighbor_graph(crystal, self.config.cutoff, **kw)
+        rev = reverse_edges(g.senders, g.receivers, g.shifts, g.mask)
+        return HGraph(senders=jnp.asarray(g.senders), receivers=jnp.asarray(g.receivers),
+                      shifts=jnp.asarray(g.shifts), mask=jnp.asarray(g.mask), reverse=jnp.asarray(rev, jnp.int32))
+
+    @functools.cached_property
+    def _init_fn(self):
+        def init(key):
+            species = jnp.zeros((2,), jnp.int32)
+            vec = jnp.asarray([[1.0, 0.5, 0.2], [-1.0, -0.5, -0.2]], self.dtype)
+            s = jnp.asarray([0, 1], jnp.int32)
+            return self.module.init(key, species, vec, s, s[::-1], jnp.ones((2,), bool))
+        return jax.jit(init)
+
+    def init(self, key):
+        return self._init_fn(key)
+
+    def species_index(self, numbers):
+        return jnp.maximum(jnp.asarray(self._table)[jnp.clip(jnp.asarray(numbers), 0, 127)], 0)
+
+    def blocks(self, params, numbers, positions, lattice, mask, graph: HGraph) -> dict:
+        """Predicted blocks of one structure (jittable).
+
+        Returns:
+            ``{"H_edge": [E,no,no], "S_edge": [E,no,no], "H_onsite": [n,no,no], "S_onsite": [n,no,no]}``
+            [eV / dimensionless]; edge ``e`` is the block ``(senders[e], receivers[e], shifts[e])``;
+            padding edges/atoms are zero. Hermitian by construction.
+        """
+        pos = jnp.asarray(positions).astype(self.dtype)
+        vec = edge_vectors_from_positions(pos, jnp.asarray(lattice).astype(self.dtype), graph)
+        sp = self.species_index(numbers)
+        He, Ho, Se = self.module.apply(params, sp, vec, graph.senders, graph.receivers, graph.mask)
+        He = 0.5 * (He + jnp.swapaxes(He[graph.reverse], -1, -2))
+        Se = 0.5 * (Se + jnp.swapaxes(Se[graph.reverse], -1, -2))
+        Ho = Ho + jnp.asarray(self._onsite_H, Ho.dtype)[sp]
+        Ho = 0.5 * (Ho + jnp.swapaxes(Ho, -1, -2))
+        So = jnp.asarray(self._onsite_S, Ho.dtype)[sp]
+        em = graph.mask[:, None, None]
+        am = jnp.asarray(mask)[:, None, None]
+        return {"H_edge": jnp.where(em, He, 0.0), "S_edge": jnp.where(em, Se, 0.0),
+                "H_onsite": jnp.where(am, Ho, 0.0), "S_onsite": jnp.where(am, So, 0.0)}
+
+    def predict_operator(self, params, crystal: Crystal, graph: HGraph | None = None, jit: bool = True):
+        """Host helper: predicted :class:`difcrys.tb.TBOperator` of a single structure."""
+        from difcrys.tb.operators import TBOperator
+
+        if graph is None:
+            graph = self.graph(crystal)
+        fn = _jit_blocks(self) if jit else functools.partial(self.blocks)
+        out = fn(params, jnp.asarray(crystal.numbers), jnp.asarray(crystal.positions), jnp.asarray(crystal.lattice),
+                 jnp.asarray(crystal.mask), graph)
+        out = {k: np.asarray(v, np.float64) for k, v in out.items()}
+        m = np.asarray(graph.mask)
+        n = len(np.asarray(crystal.numbers))
+        pairs = np.concatenate([np.stack([np.arange(n), np.arange(n)], 1),
+                                np.stack([np.asarray(graph.senders)[m], np.asarray(graph.receivers)[m]], 1)])
+        shifts = np.concatenate([np.zeros((n, 3), np.int64), np.asarray(graph.shifts)[m]])
+        H = np.concatenate([out["H_onsite"], out["H_edge"][m]])
+        S = np.concatenate([out["S_onsite"], out["S_edge"][m]])
+        no = self.basis.orbitals_per_atom(crystal.numbers).max()
+        crystal_np = Crystal(numbers=np.asarray(crystal.numbers), frac=np.asarray(crystal.frac, float),
+                             lattice=np.asarray(crystal.lattice, float), mask=np.asarray(crystal.mask))
+        return TBOperator(crystal=crystal_np, basis=self.basis, pairs=pairs, shifts=shifts, H=H[:, :no, :no],
+                          S=S[:, :no, :no], meta={"source": "HamiltonianModel"})
+
+    def to_json(self) -> str:
+        return json.dumps(self.config.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "HamiltonianModel":
+        return cls(HamiltonianConfig.from_dict(json.loads(text)))
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_blocks(model: HamiltonianModel):
+    return jax.jit(model.blocks)
