@@ -142,12 +142,13 @@ def cmd_md(args) -> int:
     pot, params = load_run(args.run_dir)
     crystal = _structure(args.structure, args.supercell)
     r = run_md(pot, params, crystal, ensemble=args.ensemble, temperature=args.temperature, steps=args.steps,
-               dt=args.dt, log_every=args.log_every, seed=args.seed, trajectory=args.out, progress=True)
+               dt=args.dt, log_every=args.log_every, seed=args.seed, trajectory=args.out, progress=True,
+               pressure=args.pressure)
     n = crystal.n_atoms
-    print(f"{'t [fs]':>10} {'E_pot [eV]':>14} {'E_tot [eV]':>14} {'T [K]':>9} {'P [GPa]':>9}")
+    print(f"{'t [fs]':>10} {'E_pot [eV]':>14} {'E_tot [eV]':>14} {'T [K]':>9} {'P [GPa]':>9} {'V [Å^3]':>11}")
     for k in range(len(r.time_fs)):
         print(f"{r.time_fs[k]:10.1f} {r.potential_energy[k]:14.6f} {r.total_energy[k]:14.6f} "
-              f"{r.temperature[k]:9.2f} {r.pressure_GPa[k]:9.3f}")
+              f"{r.temperature[k]:9.2f} {r.pressure_GPa[k]:9.3f} {r.volume[k]:11.3f}")
     if args.ensemble == "nve":
         print(f"energy drift: {r.drift_meV_per_atom_per_ns(n):.3f} meV/atom/ns")
     if args.out:
@@ -208,8 +209,10 @@ def register(subparsers) -> None:
     m.add_argument("run_dir")
     m.add_argument("structure", help="structure file or example name")
     m.add_argument("--supercell", default=None, help="N or NxMxK repetition")
-    m.add_argument("--ensemble", default="nve", choices=["nve", "nvt", "nvt_nose_hoover", "nvt_langevin"])
+    m.add_argument("--ensemble", default="nve",
+                   choices=["nve", "nvt", "nvt_nose_hoover", "nvt_langevin", "npt", "npt_nose_hoover"])
     m.add_argument("--temperature", type=float, default=300.0, help="K")
+    m.add_argument("--pressure", type=float, default=0.0, help="NPT target pressure [GPa]")
     m.add_argument("--steps", type=int, default=1000)
     m.add_argument("--dt", type=float, default=1.0, help="time step [fs]")
     m.add_argument("--log-every", type=int, default=10)

@@ -172,3 +172,30 @@ def test_neighbour_list_reallocation(model, si8, monkeypatch):
     small = run_md(pot, params, si8, ensemble="nve", temperature=600.0, steps=40, dt=1.0, log_every=20, seed=1)
     assert small.n_rebuild_growths >= 1
     np.testing.assert_allclose(small.positions, ref.positions, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_npt_nose_hoover_invariant_and_cell_fluctuations(model, si8, tmp_path):
+    """Isotropic NPT (jax-md): the extended Hamiltonian is conserved while the volume and the
+    thermostat exchange energy with the atoms; the logged pressure is the virial + kinetic
+    pressure of the frame's own cell."""
+    import ase.io
+
+    from difcrys.units import EV_PER_ANG3_GPA, KB_EV_PER_K
+
+    pot, params = model
+    traj = str(tmp_path / "npt.extxyz")
+    # fast barostat: the cell must breathe (this random model is soft: ~0.2 GPa at the start)
+    r = run_md(pot, params, si8, ensemble="npt", temperature=500.0, pressure=0.3, steps=200, dt=1.0, log_every=50,
+               tau_fs=20.0, tau_p_fs=100.0, seed=2, trajectory=traj)
+    assert np.ptp(r.volume) > 1e-3 * r.volume[0]
+    swing = np.ptp(r.total_energy)
+    assert swing > 1e-3
+    assert np.ptp(r.conserved) < 0.05 * swing
+    frames = ase.io.read(traj, index=":")
+    last = frames[-1]
+    np.testing.assert_allclose(last.cell[:], r.lattice, atol=1e-8)
+    assert last.info["volume_A3"] == pytest.approx(abs(np.linalg.det(r.lattice)), rel=1e-10)
+    ref = pot.compute(params, Crystal.from_cartesian(last.numbers, last.get_positions(), last.cell[:]))
+    kin = 8 * KB_EV_PER_K * r.temperature[-1] / last.get_volume() * EV_PER_ANG3_GPA
+    assert r.pressure_GPa[-1] == pytest.approx(kin - np.trace(ref["stress"]) / 3, abs=1e-8)

@@ -94,6 +94,47 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     np.testing.assert_allclose(np.asarray(res.params["w"]), np.asarray(ref.params["w"]), rtol=1e-12)
 
 
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_losing_at_most_one_epoch(tmp_path):
+    """A training process killed with SIGKILL in the middle of an epoch (no Python cleanup) leaves
+    a readable checkpoint of its last complete epoch; resuming reproduces the uninterrupted run."""
+    import signal
+
+    run = str(tmp_path / "run")
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        from test_train import LinearTask, CFG
+        from difcrys.train.loop import TrainConfig, fit
+
+        def hang(epoch, step):
+            if epoch == 3 and step == 3 * 8 + 2:   # middle of the 4th epoch
+                print("KILLME", flush=True)
+                time.sleep(600)
+        fit(LinearTask(), TrainConfig(**CFG), {run!r}, callback=hang)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    try:
+        line = p.stdout.readline()
+        assert line.strip() == "KILLME", p.stderr.read()[-2000:]
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGKILL
+    lines = [json.loads(s) for s in open(os.path.join(run, "metrics.jsonl"))]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]  # the partial 4th epoch is the only loss
+    ref = fit(LinearTask(), TrainConfig(**CFG), str(tmp_path / "ref"))
+    res = fit(LinearTask(), TrainConfig(**CFG), run)
+    assert [h["epoch"] for h in res.history] == [4, 5, 6]
+    np.testing.assert_allclose(np.asarray(res.last_params["w"]), np.asarray(ref.last_params["w"]), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(res.params["w"]), np.asarray(ref.params["w"]), rtol=1e-12)
+
 def test_plateau_decay_and_early_stopping(tmp_path):
     task = LinearTask()
     task.y = np.zeros_like(task.y)  # solution w = 0 = init: never improves after epoch 1
