@@ -80,7 +80,7 @@ def _build_conditions(spec, conditions, predictors, n_max, guide_weight):
 
 
 def generate(run_dir, n: int, *, composition: str | None = None, conditions=None, predictors=None,
-             guidance_scale: float | None = None, guide_weight: float = 1e-3, steps: int | None = None,
+             guidance_scale: float | None = None, guide_weight: float = 1.0, steps: int | None = None,
              batch_size: int | None = None, seed: int = 0, compositions=None, progress: bool = True,
              which: str = "best") -> dict:
     """Generate ``n`` structures with a trained run (the work of ``difcrys sample``).
@@ -256,7 +256,8 @@ def register(subparsers) -> None:
     p.add_argument("--predictor", action="append", default=None,
                    help="NAME=PROPERTY_RUN_DIR: differentiable property model for gradient guidance (repeatable)")
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance weight w")
-    p.add_argument("--guide-weight", type=float, default=1e-3, help="gradient-guidance step weight")
+    p.add_argument("--guide-weight", type=float, default=1.0,
+                   help="gradient-guidance weight (1: the objective read as -log p(y|M), Bayes' rule)")
     p.add_argument("--steps", type=int, default=None, help="reverse diffusion steps (default: the config's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

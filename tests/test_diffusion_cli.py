@@ -18,6 +18,8 @@ def run_dir(tmp_path_factory):
     return d
 
 
+# train + sample + evaluate compile three programs: ~40 s on an idle 2-core CPU, minutes when loaded
+@pytest.mark.slow
 def test_train_sample_evaluate(run_dir, tmp_path, capsys):
     import yaml
 
@@ -45,6 +47,7 @@ def test_train_sample_evaluate(run_dir, tmp_path, capsys):
     assert res["n_matched"] == round(res["match_rate"] * 4)
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs(run_dir, tmp_path, capsys):
     out = str(tmp_path / "x.cif")
     # an element never seen in training (the test variant trains on 48 structures)
@@ -63,3 +66,37 @@ def test_cli_bad_inputs(run_dir, tmp_path, capsys):
                  "--out", out]) == 2
     assert "empty range" in capsys.readouterr().err
     assert main(["evaluate", str(run_dir), "--task", "xyz"]) == 2
+
+
+@pytest.mark.slow
+def test_adapter_finetuning_keeps_the_base_model_frozen(run_dir, tmp_path):
+    """MatterGen-style fine-tuning: only adapter/conditioning parameters change; the base stays frozen."""
+    import jax
+    import yaml
+
+    from difcrys.train.diffusion import load_run
+
+    cfg = yaml.safe_load((ROOT / "configs" / "diffusion_perov5.yaml").read_text())
+    test = cfg.pop("variants")["test"]
+    from difcrys.train.config import deep_merge
+
+    cfg = deep_merge(cfg, test)
+    cfg["data"]["condition"] = ["heat_ref"]
+    cfg["finetune"] = {"from_run": str(run_dir), "adapter_only": True}
+    cfg["train"]["epochs"] = 1
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    ft_dir = tmp_path / "ft"
+    assert main(["train", str(path), "--run-dir", str(ft_dir)]) == 0
+    _, _, base, _ = load_run(run_dir)
+    spec, _, tuned, _ = load_run(ft_dir, "last")
+    assert spec.cond_names == ("heat_ref",)
+    fb = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(base)[0]}
+    changed_adapter = False
+    for k, v in jax.tree_util.tree_flatten_with_path(tuned)[0]:
+        name = jax.tree_util.keystr(k)
+        if name in fb:
+            np.testing.assert_allclose(np.asarray(v), np.asarray(fb[name]), rtol=1e-5, atol=1e-7, err_msg=name)
+        elif "adapter" in name and "out" in name:
+            changed_adapter |= bool(np.any(np.asarray(v) != 0))
+    assert changed_adapter

@@ -12,7 +12,7 @@ from difcrys.diffusion.schedules import make_schedules
 
 
 # ------------------------------------------------------------------ wrapped normal (coordinates)
-@pytest.mark.parametrize("sigma", [0.01, 0.1, 0.3, 0.5])
+@pytest.mark.parametrize("sigma", [0.01, 0.5])
 def test_truncated_score_matches_large_image_sum(sigma):
     K = wn.n_images(sigma)
     rng = np.random.default_rng(0)

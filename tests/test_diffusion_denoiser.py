@@ -28,10 +28,10 @@ def setup():
     scale = jnp.asarray([3.0, 3.5])
     cond = jnp.asarray([[0.5], [-1.0]])
     cmask = jnp.asarray([True, False])
-    params = net.init(jax.random.PRNGKey(0), types, frac, L, mask, t, scale, cond, cmask)
+    params = jax.jit(net.init)(jax.random.PRNGKey(0), types, frac, L, mask, t, scale, cond, cmask)
     # make the zero-initialised adapters non-trivial so that they are tested too
     params = jax.tree_util.tree_map(lambda p: p + 0.05 * jnp.ones_like(p), params)
-    f = lambda ty, x, l: net.apply(params, ty, x, l, mask, t, scale, cond, cmask)
+    f = jax.jit(lambda ty, x, l: net.apply(params, ty, x, l, mask, t, scale, cond, cmask))
     return f, types, frac, L, mask, rng
 
 
@@ -83,8 +83,8 @@ def test_adapter_mask_selects_conditioning_parameters(setup):
     cfg = DenoiserConfig(n_types=3, hidden=8, n_layers=1, n_freq=1, n_cond=1, time_dim=4)
     net = CSPNet(cfg)
     z = jnp.zeros((1, 2), jnp.int32)
-    p = net.init(jax.random.PRNGKey(0), z, jnp.zeros((1, 2, 3)), jnp.eye(3)[None] * 4, jnp.ones((1, 2), bool),
-                 jnp.zeros(1), jnp.ones(1), jnp.zeros((1, 1)), jnp.ones(1, bool))
+    p = jax.jit(net.init)(jax.random.PRNGKey(0), z, jnp.zeros((1, 2, 3)), jnp.eye(3)[None] * 4,
+                          jnp.ones((1, 2), bool), jnp.zeros(1), jnp.ones(1), jnp.zeros((1, 1)), jnp.ones(1, bool))
     m = adapter_mask(p)
     flat = jax.tree_util.tree_flatten_with_path(m)[0]
     names = {jax.tree_util.keystr(k): v for k, v in flat}
@@ -93,8 +93,9 @@ def test_adapter_mask_selects_conditioning_parameters(setup):
     # a fresh adapter (zero output layer) leaves the function unchanged: cond vs null give the same output
     args = (z, jnp.asarray([[[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]]]), jnp.eye(3)[None] * 4, jnp.ones((1, 2), bool),
             jnp.asarray([0.5]), jnp.ones(1))
-    a = net.apply(p, *args, jnp.asarray([[2.0]]), jnp.asarray([True]))
-    b = net.apply(p, *args, jnp.asarray([[-3.0]]), jnp.asarray([True]))
+    app = jax.jit(net.apply)
+    a = app(p, *args, jnp.asarray([[2.0]]), jnp.asarray([True]))
+    b = app(p, *args, jnp.asarray([[-3.0]]), jnp.asarray([True]))
     np.testing.assert_allclose(a["coord"], b["coord"], atol=1e-12)
 
 

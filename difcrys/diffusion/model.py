@@ -337,8 +337,11 @@ def make_sampler(spec: DiffusionSpec, net, params, cfg: SamplerConfig, *, guidan
     ``grid``: the step sequence. ``state`` is a dict with ``frac, lattice, types, mask, n, key, cond``.
 
     Args:
-        guidance: optional ``fn(frac, lattice, type_probs, mask) -> [B]`` objective to minimise
-            (:mod:`difcrys.diffusion.guidance`) and its weights, as ``(fn, scale_x, scale_L)``.
+        guidance: optional ``(J, g_x, g_L)``: ``J(frac, lattice, type_probs, mask) -> [B]`` an objective to
+            minimise (:mod:`difcrys.diffusion.guidance`), read as a negative log-likelihood
+            ``−log p(y | M)``; at every step ``−g_x ∇_x J`` is added to the coordinate score,
+            ``g_L √(1−ᾱ_t) ∇_Z J`` to the lattice noise and ``−g_x ∇_p J`` to the type logits, all
+            evaluated at the Tweedie estimate of the clean structure (``g = 1``: Bayes' rule).
     """
     tab = _tables(spec, dtype)
     K = spec.K
@@ -373,10 +376,11 @@ def make_sampler(spec: DiffusionSpec, net, params, cfg: SamplerConfig, *, guidan
             Z = lat.to_normalised(st["lattice"], st["n"], spec.c, spec.v)
             L0 = lat.from_normalised(lat.predict_clean(st["lattice"], eps_L, ab, st["n"], spec.c, spec.v, spec.z_clip),
                                      st["n"], spec.c, spec.v)
-            gxa, gLa = jax.grad(lambda a, b: jnp.sum(fn(a, b, probs, st["mask"])), argnums=(0, 1))(x0, L0)
+            gxa, gLa, gpa = jax.grad(lambda a, b, p: jnp.sum(fn(a, b, p, st["mask"])), argnums=(0, 1, 2))(x0, L0, probs)
             gLa = 0.5 * (gLa + jnp.swapaxes(gLa, -1, -2))
             score_x = score_x - gx * gxa * st["mask"][..., None]
             eps_L = eps_L + gL * jnp.sqrt(1 - ab) * gLa * sL
+            logits = logits - gx * gpa  # first-order guidance of the type distribution (masked atoms only matter)
         return score_x, eps_L, logits
 
     def init(key, n, types=None, cond=None):

@@ -90,7 +90,7 @@ def main(argv=None):
     p.add_argument("--n-samples", type=int, default=200)
     p.add_argument("--predictor", default=None)
     p.add_argument("--condition", default=None)
-    p.add_argument("--guide-weight", type=float, default=1e-3)
+    p.add_argument("--guide-weight", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
