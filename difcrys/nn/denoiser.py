@@ -6,9 +6,13 @@ graph; ``n ≤ ~50``):
 
 * node state ``h_i``: an embedding of the (possibly masked) type plus an embedding of the
   diffusion time and, optionally, of the conditioning property;
-* lattice invariants: the Gram matrix ``G = L Lᵀ / s_L²`` (6 entries) with its own scale
-  ``s_L = (tr G / 3)^{1/2}`` and ``log(s_L / s)`` (``s`` a length scale supplied by the caller, e.g.
-  ``μ(n)``) — invariant to rotations ``L → L Rᵀ``;
+* lattice features: the entries of the **symmetric** lattice ``S/s`` (6 numbers, ``s`` a length
+  scale supplied by the caller, e.g. ``μ(n)``), the shape of its Gram matrix ``G/s_G²`` with
+  ``s_G = (tr G/3)^{1/2}`` and ``log(s_G/s)``. The network works on the rotation-free symmetric
+  representation of :mod:`difcrys.diffusion.lattice` (``S = (L Lᵀ)^{1/2}``, identical for every
+  rotated copy ``L Rᵀ`` of a crystal), so all outputs are rotation-invariant by canonicalisation.
+  ``S`` itself (not only ``G = S²``) is needed: noisy lattices of the diffusion are symmetric but
+  indefinite, and ``G`` loses the signs of their eigenvalues;
 * pair features: Fourier features of the fractional difference ``d_ij = x_j − x_i``,
   ``[sin 2πk d, cos 2πk d]_{k=1…F}`` — periodic (invariant to ``d → d + ℤ³``) and invariant to a
   global fractional translation;
@@ -16,12 +20,8 @@ graph; ``n ≤ ~50``):
   ``h_i ← LN(h_i + φ_h(h_i, mean_j m_ij))``;
 * outputs: per-atom fractional-coordinate score ``φ_x(h_i) ∈ ℝ³`` (invariant to rotations and
   translations, permutation-equivariant), per-atom type logits ``φ_a(h_i) ∈ ℝ^K``, and the lattice
-  noise ``ε̂_L = M_1 L / s_L + M_2 U`` with ``M_1, M_2 ∈ ℝ^{3×3}`` built from invariants and ``U`` the
-  orthogonal polar factor of ``L`` (:func:`polar_rotation`), so that ``ε̂_L(L Rᵀ) = ε̂_L(L) Rᵀ``
-  (rotation-equivariant, like DiffCSP's lattice head ``M L``). The ``M_2 U`` term lets the head
-  output any matrix for the symmetric lattices of :mod:`difcrys.diffusion.lattice` (``U = I``),
-  in particular the ``μ(n) I`` offset of the MatterGen prior, which ``M_1 L`` alone can only
-  approximate through ``L^{-1}``.
+  noise ``ε̂_L = M_1 S / s_G + M_2`` with ``M_1, M_2 ∈ ℝ^{3×3}`` from the pooled node states,
+  the lattice features and the time (the training loss and the sampler use its symmetric part).
 
 Conditioning (classifier-free guidance and MatterGen-style adapters, Zeni et al., Nature 2025):
 a property vector ``y`` is embedded by an MLP; a boolean ``cond_mask`` replaces it by a learned
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from difcrys.errors import ConfigError
 
-__all__ = ["DenoiserConfig", "CSPNet", "adapter_mask", "time_features", "polar_rotation"]
+__all__ = ["DenoiserConfig", "CSPNet", "adapter_mask", "time_features"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +114,10 @@ class CSPNet(nn.Module):
         G = lattice @ jnp.swapaxes(lattice, -1, -2)
         sL = jnp.sqrt(jnp.trace(G, axis1=-2, axis2=-1) / 3.0 + 1e-6)  # rotation-invariant own scale
         iu = jnp.triu_indices(3)
+        ls = jnp.asarray(length_scale, dtype)[:, None, None]
         gfeat = jnp.concatenate([(G / sL[:, None, None] ** 2)[:, iu[0], iu[1]],
-                                 jnp.log(sL / jnp.asarray(length_scale, dtype))[:, None]], -1)  # [B, 7]
+                                 jnp.log(sL / ls[:, 0, 0])[:, None],
+                                 (lattice / ls)[:, iu[0], iu[1]]], -1)  # [B, 13]
         temb = nn.silu(nn.Dense(H, name="time_0")(time_features(t, cfg.time_dim).astype(dtype)))
         temb = nn.Dense(H, name="time_1")(temb)
         h = nn.Embed(cfg.n_types + 1, H, name="type_embed")(types).astype(dtype) + temb[:, None, :]
@@ -153,20 +155,8 @@ class CSPNet(nn.Module):
         logits = _mlp(h, H, cfg.n_types, "type_out")
         pooled = jnp.sum(h, axis=1) / n_real[:, None]
         M = _mlp(jnp.concatenate([pooled, gfeat, temb], -1), H, 18, "lattice_out").reshape(-1, 2, 3, 3)
-        eps_L = M[:, 0] @ lattice / sL[:, None, None] + M[:, 1] @ polar_rotation(lattice / sL[:, None, None])
+        eps_L = M[:, 0] @ lattice / sL[:, None, None] + M[:, 1]
         return {"coord": coord, "lattice": eps_L, "type_logits": logits}
-
-
-def polar_rotation(L, n_iter: int = 12):
-    """Orthogonal polar factor ``U = (L Lᵀ)^{-1/2} L`` ``[..., 3, 3]`` by Newton's iteration
-    ``X ← (X + X^{-T})/2`` (Higham, "Functions of Matrices", SIAM 2008, Eq. 8.17), differentiable and
-    free of eigendecompositions (no NaN gradients for degenerate, e.g. cubic, Gram matrices).
-    Rotation-equivariant: ``U(L Rᵀ) = U(L) Rᵀ``; ``U = I`` for a symmetric positive-definite ``L``.
-    """
-    X = L
-    for _ in range(n_iter):
-        X = 0.5 * (X + jnp.swapaxes(jnp.linalg.inv(X), -1, -2))
-    return X
 
 
 def adapter_mask(params) -> dict:
