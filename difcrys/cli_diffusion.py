@@ -216,6 +216,9 @@ def evaluate_run(run_dir, task: str, n_samples: int | None = None, which: str = 
         from difcrys.train.diffusion import load_data
 
         res = generate(run_dir, n_samples, progress=progress, which=which)
+        n_ref = int(ev.get("n_reference", 500))
+        if n_ref != len(refs):
+            refs = _test_set(cfg, n_ref, seed=2)[0]
         train, _ = load_data(data, "train")
         sub = np.random.default_rng(1).choice(len(train), min(len(train), 2000), replace=False)
         m = summary_gen(res["crystals"], refs, [train[i] for i in sub], dataset=data.set, with_coverage=with_coverage)

@@ -11,7 +11,8 @@
 * **coverage** (:func:`coverage`): COV-R / COV-P of CDVAE (their App. G): structure fingerprints are
   site-averaged CrystalNN "ops" fingerprints, composition fingerprints Magpie ``ElementProperty``
   (both from matminer — optional dependency ``pip install difcrys[diffusion-metrics]``), composition
-  fingerprints standardised with the reference set's mean/std; a generated structure covers a
+  fingerprints standardised with the reference set's mean/std (CDVAE uses fixed Materials Project
+  statistics; features constant over the references are left unscaled); a generated structure covers a
   reference one when both fingerprint distances are below the thresholds (:data:`COV_CUTOFFS`).
 * **property distances** (:func:`wasserstein`): 1-D Wasserstein distances between the generated and
   reference distributions of density [g/cm³] and number of distinct elements.
@@ -149,7 +150,8 @@ def coverage(gen_fp, ref_fp, struc_cutoff: float, comp_cutoff: float) -> dict:
 
     gs, gc = gen_fp
     rs, rc = ref_fp
-    mu, sd = np.nanmean(rc, 0), np.nanstd(rc, 0) + 1e-12
+    mu, sd = np.nanmean(rc, 0), np.nanstd(rc, 0)
+    sd = np.where(sd > 1e-8, sd, 1.0)  # features constant over the references: left unscaled
     gc, rc = (gc - mu) / sd, (rc - mu) / sd
     gs, gc, rs, rc = (np.nan_to_num(a, nan=1e6) for a in (gs, gc, rs, rc))
     ds = cdist(gs, rs)
