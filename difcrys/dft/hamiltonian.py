@@ -40,19 +40,12 @@ def dense_hamiltonian(setup, lattice, frac, psp, veff_g, kpt, miller, mask):
 
 def apply_hamiltonian(setup, lattice, frac, psp, veff_r, kpt, miller, mask, fft_index, X, P=None, D=None):
     """``H_k X`` for a block ``X [npw, m]`` by FFTs (local) and projectors (nonlocal)."""
-    shape = setup.basis.fft_shape
-    ntot = setup.basis.n_grid
     q = (kpt[None, :] + miller) @ T.recip(lattice)
     kin = 0.5 * jnp.sum(q * q, -1)
     Xm = jnp.where(mask[:, None], X, 0.0)
-
-    def local(col):
-        grid = jnp.zeros((ntot,), col.dtype).at[fft_index].add(col)
-        psi = jnp.fft.ifftn(grid.reshape(shape))
-        vpsi = jnp.fft.fftn(psi * veff_r).reshape(-1)
-        return vpsi[fft_index]
-
-    HX = kin[:, None] * Xm + jax.vmap(local, in_axes=1, out_axes=1)(Xm)
+    psi = T.pw_to_real(setup, Xm.T, miller, mask)  # all columns in one batched transform
+    local = T.real_to_pw(setup, psi * veff_r[None], miller).T
+    HX = kin[:, None] * Xm + local
     if T.has_nonlocal(setup):
         if P is None:
             P = jnp.where(mask[:, None], T.projector_matrix(setup, lattice, frac, psp, kpt, miller), 0.0)

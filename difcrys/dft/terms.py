@@ -249,28 +249,92 @@ def has_nonlocal(setup: Setup) -> bool:
     return len(setup.layout["atom"]) > 0
 
 
+# ----------------------------------------------------------------------------- wavefunction FFTs
+def wave_box(setup: Setup) -> tuple[int, int, int]:
+    """Half-widths ``(m1, m2, m3)`` of the box holding every plane-wave sphere: ``|G_i| ≤ m_i`` (static)."""
+    b = setup.basis
+    mill = np.abs(np.asarray(b.miller))[np.asarray(b.mask)]
+    return tuple(int(v) for v in mill.max(0))
+
+
+def _pad_axis(a, axis, m, n):
+    # box frequencies (0..m, −m..−1) → the full FFT axis of length n (zeros in between)
+    lo = jax.lax.slice_in_dim(a, 0, m + 1, axis=axis)
+    hi = jax.lax.slice_in_dim(a, m + 1, 2 * m + 1, axis=axis)
+    zs = list(a.shape)
+    zs[axis] = n - (2 * m + 1)
+    return jnp.concatenate([lo, jnp.zeros(zs, a.dtype), hi], axis=axis)
+
+
+def _crop_axis(a, axis, m, n):
+    return jnp.concatenate([jax.lax.slice_in_dim(a, 0, m + 1, axis=axis),
+                            jax.lax.slice_in_dim(a, n - m, n, axis=axis)], axis=axis)
+
+
+def _box_index(setup: Setup, miller_k):
+    m1, m2, m3 = wave_box(setup)
+    b1, b2, b3 = 2 * m1 + 1, 2 * m2 + 1, 2 * m3 + 1
+    mi = miller_k.astype(jnp.int32)
+    return (jnp.mod(mi[:, 0], b1) * b2 + jnp.mod(mi[:, 1], b2)) * b3 + jnp.mod(mi[:, 2], b3)
+
+
+def pw_to_real(setup: Setup, C, miller_k, mask_k):
+    """Plane-wave coefficients ``C [m, npw]`` of one k → ``Σ_G C(G) e^{iG·r} / N`` on the grid ``[m, N1, N2, N3]``.
+
+    Equals ``ifftn`` of the coefficients scattered onto the full grid, computed as three 1-D
+    transforms that skip the zero lines outside the sphere's bounding box (the wavefunction
+    sphere spans about half of each grid direction, so the first two passes act on ~1/4 and ~1/2
+    of the lines).
+    """
+    m1, m2, m3 = wave_box(setup)
+    n1, n2, n3 = setup.basis.fft_shape
+    m = C.shape[0]
+    box = jnp.zeros((m, (2 * m1 + 1) * (2 * m2 + 1) * (2 * m3 + 1)), C.dtype)
+    box = box.at[:, _box_index(setup, miller_k)].add(jnp.where(mask_k[None, :], C, 0.0))
+    a = box.reshape(m, 2 * m1 + 1, 2 * m2 + 1, 2 * m3 + 1)
+    a = jnp.fft.ifft(_pad_axis(a, 3, m3, n3), axis=3)
+    a = jnp.fft.ifft(_pad_axis(a, 2, m2, n2), axis=2)
+    return jnp.fft.ifft(_pad_axis(a, 1, m1, n1), axis=1)
+
+
+def real_to_pw(setup: Setup, A, miller_k):
+    """Grid functions ``A [m, N1, N2, N3]`` → their ``fftn`` components on one k's sphere ``[m, npw]``."""
+    m1, m2, m3 = wave_box(setup)
+    n1, n2, n3 = setup.basis.fft_shape
+    a = _crop_axis(jnp.fft.fft(A, axis=1), 1, m1, n1)
+    a = _crop_axis(jnp.fft.fft(a, axis=2), 2, m2, n2)
+    a = _crop_axis(jnp.fft.fft(a, axis=3), 3, m3, n3)
+    return a.reshape(A.shape[0], -1)[:, _box_index(setup, miller_k)]
+
+
 # ----------------------------------------------------------------------------- states → density/energy
-def band_density(setup: Setup, lattice, coeffs_k, occ_k, fft_index_k, mask_k):
+def band_density(setup: Setup, lattice, coeffs_k, occ_k, miller_k, mask_k):
     """``Σ_n f_n |ψ_n(r)|²`` for one k-point, ``[N1,N2,N3]``."""
-    shape = setup.basis.fft_shape
     ntot = setup.basis.n_grid
     vol = volume(lattice)
+    nb = coeffs_k.shape[0]
+    chunk = 32  # bands per batched FFT (bounds the memory of large cells)
+    if nb <= chunk:
+        dens = jnp.abs(pw_to_real(setup, coeffs_k, miller_k, mask_k) * ntot) ** 2
+        return jnp.tensordot(occ_k, dens, axes=1) / vol
+    pad = (-nb) % chunk
+    c = jnp.concatenate([coeffs_k, jnp.zeros((pad, coeffs_k.shape[1]), coeffs_k.dtype)]).reshape(-1, chunk,
+                                                                                               coeffs_k.shape[1])
+    f = jnp.concatenate([occ_k, jnp.zeros((pad,), occ_k.dtype)]).reshape(-1, chunk)
 
-    def one(c):
-        grid = jnp.zeros((ntot,), c.dtype).at[fft_index_k].add(jnp.where(mask_k, c, 0.0))
-        psi = jnp.fft.ifftn(grid.reshape(shape)) * ntot
-        return jnp.abs(psi) ** 2
+    def one(cf):
+        cc, ff = cf
+        return jnp.tensordot(ff, jnp.abs(pw_to_real(setup, cc, miller_k, mask_k) * ntot) ** 2, axes=1)
 
-    dens = jax.lax.map(one, coeffs_k) if coeffs_k.shape[0] > 64 else jax.vmap(one)(coeffs_k)
-    return jnp.tensordot(occ_k, dens, axes=1) / vol
+    return jnp.sum(jax.lax.map(one, (c, f)), 0) / vol
 
 
 def density(setup: Setup, lattice, coeffs, occ):
     """Symmetrised density ``ρ(r)`` ``[N1,N2,N3]`` [Bohr⁻³] from coefficients ``[nk, nb, npw]``."""
     b = setup.basis
-    _, _, mask, fft_index = k_arrays(setup, lattice.dtype)
-    per_k = kmap(setup, lambda c, f, idx, msk: band_density(setup, lattice, c, f, idx, msk),
-                 kshard(setup, coeffs), kshard(setup, occ), fft_index, mask)
+    _, miller, mask, _ = k_arrays(setup, lattice.dtype)
+    per_k = kmap(setup, lambda c, f, mil, msk: band_density(setup, lattice, c, f, mil, msk),
+                 kshard(setup, coeffs), kshard(setup, occ), miller, mask)
     rho = jnp.tensordot(jnp.asarray(b.weights), per_k, axes=1)
     return symmetrize(setup, rho)
 
@@ -311,12 +375,15 @@ def ion_charges(setup: Setup, psp):
     return psp["zion"][jnp.asarray(setup.species_of_atom)]
 
 
-def energy_terms(setup: Setup, lattice, frac, psp, xc_params, coeffs, occ, entropy_term=None):
+def energy_terms(setup: Setup, lattice, frac, psp, xc_params, coeffs, occ, entropy_term=None, rho_r=None):
     """All energy terms [Ha] as a dict (keys :data:`ENERGY_TERMS`) from coefficients and occupations.
 
     ``entropy_term`` (−σS) is passed in: it depends on the eigenvalues, not on the state.
+    ``rho_r`` optionally supplies the density of ``(coeffs, occ)`` when it is already known (it saves
+    the band FFTs; not for derivatives, which must see the density as a function of the lattice).
     """
-    rho_r = density(setup, lattice, coeffs, occ)
+    if rho_r is None:
+        rho_r = density(setup, lattice, coeffs, occ)
     rho_g = to_g(setup, rho_r)
     vloc_g = local_potential_g(setup, lattice, frac, psp)
     vol = volume(lattice)
