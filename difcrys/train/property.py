@@ -9,7 +9,8 @@ of :mod:`difcrys.train.loop` does not thread through):
   ``lr_patience`` epochs without a better validation MAE) and early stopping (``patience``);
 * **run folder** (``run_dir``)::
 
-      config.json          resolved PropertyConfig + model class + target normalisation
+      config.json          task: property, resolved PropertyConfig, model class, target normalisation
+                           (and, from a YAML config, the resolved YAML as ``source``)
       metrics.jsonl        one JSON line per epoch (epoch, lr, train loss/MAE, val MAE, seconds)
       checkpoint.msgpack   last complete epoch (params, BN state, optimiser state, counters): resume
       best.msgpack         parameters and BN state with the best validation MAE
@@ -20,7 +21,11 @@ of :mod:`difcrys.train.loop` does not thread through):
   :func:`composition_ridge` (element-fraction features + ridge regression, the regularisation
   strength chosen on the validation set), so that what structure adds is visible.
 
-The prediction command ``difcrys predict RUN_DIR STRUCTURES...`` (:mod:`difcrys.cli_property`)
+YAML configs (``task: property``, ``configs/property_*.yaml``) are trained by
+:func:`train_property_config` — the function ``difcrys train CONFIG.yaml`` dispatches to — whose
+``data`` section names shared sets / CSV files, a saved id split or a held-out fraction, and the
+target (:func:`property_datasets`). ``difcrys evaluate RUN_DIR [DATA]`` calls
+:func:`evaluate_property_run`; ``difcrys predict RUN_DIR STRUCTURES...`` (:mod:`difcrys.cli_property`)
 uses :func:`load_predictor`.
 """
 

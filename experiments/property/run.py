@@ -125,6 +125,22 @@ def _row_name(key: str) -> str:
     return key
 
 
+def _mae_standard_error(task, name, r) -> str:
+    """Standard error of a test MAE, std(|error|) / sqrt(n), from the run's ``predictions_test.csv``
+    (models) or recomputed for the mean baseline; "–" when the predictions are not at hand."""
+    if name == "mean":
+        tr, _, te = datasets(task)
+        t = TASKS[task][0]
+        e = np.abs(te.properties[t] - np.mean(tr.properties[t]))
+    else:
+        run = HERE / "runs" / f"{task}_{name}" / "predictions_test.csv"
+        if name.endswith("60min") or not run.exists():
+            return "–"
+        y, p = np.loadtxt(run, delimiter=",", skiprows=1, usecols=(1, 2), unpack=True)
+        e = np.abs(p - y)
+    return f"{np.std(e, ddof=1) / np.sqrt(len(e)):.4f}"
+
+
 def collect():
     out = {"runs": {}}
     for p in sorted(RESULTS.glob("*.json")):
@@ -139,13 +155,14 @@ def collect():
         keys = sorted((k for k in out["runs"] if k.startswith(task + "_")),
                       key=lambda k: (list(NAMES).index(next((b for b in NAMES if k[len(task) + 1:].startswith(b)),
                                                             "equivariant")), k))
-        rows = [f"| model | test MAE ({unit}) | hold-out MAE ({unit}) | fitted structures | epochs (best) | train time |",
-                "|---|---|---|---|---|---|"]
+        rows = [f"| model | test MAE ({unit}) | ± s.e. | hold-out MAE ({unit}) | fitted structures | epochs (best) "
+                "| train time |", "|---|---|---|---|---|---|---|"]
         for key in keys:
             r = out["runs"][key]
             ep = f"{r['epochs']} ({r['best_epoch']})" if "epochs" in r else "–"
             tt = f"{r['train_seconds'] / 60:.0f} min" if "train_seconds" in r else "–"
-            rows.append(f"| {_row_name(key[len(task) + 1:])} | {r['test_mae']:.4f} | {r['val_mae']:.4f} | "
+            se = _mae_standard_error(task, key[len(task) + 1:], r)
+            rows.append(f"| {_row_name(key[len(task) + 1:])} | {r['test_mae']:.4f} | {se} | {r['val_mae']:.4f} | "
                         f"{r['n_train']} | {ep} | {tt} |")
         table = "\n".join(rows)
         print(f"\n{task}\n{table}")
