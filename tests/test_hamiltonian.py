@@ -114,3 +114,65 @@ def test_reverse_edges():
     S = np.array([[0, 0, 0], [0, 0, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 0]])
     m = np.array([True, True, True, True, False])
     np.testing.assert_array_equal(reverse_edges(s, r, S, m), [1, 0, 3, 2, 4])
+
+
+@pytest.mark.slow
+def test_tiled_prediction_equals_direct():
+    """Large-system prediction by tiles with halos gives the same blocks as one direct pass."""
+    cfg = HamiltonianConfig(basis={"C": "1s1p"}, cutoff=2.0, num_layers=2, l_max=1, channels=2, n_radial=3,
+                            radial_hidden=4, dtype="float64")
+    model = HamiltonianModel(cfg)
+    params = model.init(jax.random.PRNGKey(3))
+    n = 6
+    a1, a2 = np.array([2.46, 0, 0]), np.array([1.23, 2.46 * np.sqrt(3) / 2, 0])
+    lat = np.array([n * a1, n * a2, [0, 0, 10.0]])
+    rng = np.random.default_rng(1)
+    frac = np.array([[(b + i) / n, (b + j) / n, 0.5] for i in range(n) for j in range(n) for b in (0, 1 / 3)])
+    frac += rng.normal(0, 0.004, frac.shape)
+    c = Crystal(numbers=np.full(len(frac), 6), frac=frac, lattice=lat, mask=np.ones(len(frac), bool))
+    direct = blocks_dict(model.predict_operator(params, c))
+    tiled_op = model.predict_operator_tiled(params, c, tile=4.0)
+    assert tiled_op.meta["n_tiles"] >= 9  # 3 x 3 in-plane (x 2 along z)
+    tiled = blocks_dict(tiled_op)
+    assert set(tiled) == set(direct)
+    for key, (h, s) in direct.items():
+        np.testing.assert_allclose(tiled[key][0], h, atol=1e-10)
+        np.testing.assert_allclose(tiled[key][1], s, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_train_cli_test_variant_and_bands(tmp_path):
+    """`difcrys train` (task: hamiltonian, test variant on the committed PySCF data), resume, then
+    `difcrys evaluate` and `difcrys bands` on the run."""
+    import json
+    import os
+
+    import yaml
+
+    from difcrys.cli import main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, "experiments/deeph/data/graphene_000.npz")):
+        pytest.skip("generated graphene data not present")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        run = str(tmp_path / "run")
+        assert main(["train", "configs/hamiltonian_graphene.yaml", "--variant", "test", "--run-dir", run,
+                     "--no-resume"]) == 0
+        with open(os.path.join(run, "config.yaml")) as fh:
+            assert yaml.safe_load(fh)["task"] == "hamiltonian"
+        lines = open(os.path.join(run, "metrics.jsonl")).read().splitlines()
+        assert len(lines) == 2
+        assert main(["train", "configs/hamiltonian_graphene.yaml", "--variant", "test", "--run-dir", run]) == 0
+        assert len(open(os.path.join(run, "metrics.jsonl")).read().splitlines()) == 2  # resumed, nothing to do
+        out = str(tmp_path / "ev.json")
+        assert main(["evaluate", run, "--out", out]) == 0
+        res = json.load(open(out))
+        assert res["held_out"]["mae_H_meV"] > 0
+        png = str(tmp_path / "b.png")
+        assert main(["bands", "experiments/deeph/data/graphene_000.npz", "--path", "GMKG", "--points", "20",
+                     "--dos-mesh", "6", "6", "1", "--plot", png]) == 0
+        assert os.path.getsize(png) > 1000
+    finally:
+        os.chdir(cwd)

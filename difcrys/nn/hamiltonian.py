@@ -43,11 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from difcrys.crystal import Crystal, atomic_number, chemical_symbol
+from difcrys.crystal import Crystal, chemical_symbol
 from difcrys.errors import ConfigError
 from difcrys.graph import edge_vectors_from_positions, neighbor_graph, safe_norm
 from difcrys.nn.potential import polynomial_envelope
-from difcrys.tb.orbitals import BasisError, OrbitalBasis
+from difcrys.tb.orbitals import OrbitalBasis
 
 __all__ = ["HamiltonianConfig", "HamiltonianNet", "HamiltonianModel", "HGraph", "reverse_edges"]
 
@@ -460,6 +460,108 @@ class HamiltonianModel:
                              lattice=np.asarray(crystal.lattice, float), mask=np.asarray(crystal.mask))
         return TBOperator(crystal=crystal_np, basis=self.basis, pairs=pairs, shifts=shifts, H=H[:, :no, :no],
                           S=S[:, :no, :no], meta={"source": "HamiltonianModel"})
+
+    def predict_operator_tiled(self, params, crystal: Crystal, tile: float = 20.0, progress: bool = False):
+        """Predicted :class:`difcrys.tb.TBOperator` of a large periodic structure with bounded memory.
+
+        The home cell is cut into tiles of about ``tile`` Å along each periodic lattice direction
+        longer than ``2 tile``. Each tile's atoms ("core") are predicted inside a finite cluster
+        made of all periodic images within the receptive field ``(num_layers + 1) · r_c`` of
+        the core (node features after ``num_layers`` layers depend on atoms within
+        ``num_layers · r_c``; an edge block on both end atoms' features), placed in a box with no
+        periodic images in reach. Core blocks are therefore identical to those of
+        :meth:`predict_operator` (up to floating-point summation order), while memory is set by
+        the cluster size, and time stays linear in the number of atoms. All clusters are padded
+        to one shape (one compilation).
+        """
+        from scipy.spatial import cKDTree
+
+        from difcrys.tb.operators import TBOperator
+
+        self.check_numbers(crystal.numbers, crystal.mask)
+        cfg = self.config
+        rc = float(cfg.cutoff)
+        halo = (int(cfg.num_layers) + 1) * rc
+        L = np.asarray(crystal.lattice, float)
+        frac = np.asarray(crystal.frac, float)
+        num = np.asarray(crystal.numbers)
+        n = len(num)
+        pos = frac @ L
+        heights = 1.0 / np.linalg.norm(np.linalg.inv(L).T, axis=1)  # plane spacings
+        ntile = np.array([max(1, int(h // tile)) if h > 2 * tile else 1 for h in heights])
+        reach = np.ceil((halo + tile * 1.5) / heights).astype(int) + 1
+        shifts = np.array(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij")).reshape(3, -1).T
+        tid = np.floor(np.mod(frac, 1.0) * ntile).astype(int) % ntile
+        tile_index = (tid[:, 0] * ntile[1] + tid[:, 1]) * ntile[2] + tid[:, 2]
+        clusters = []
+        for t in np.unique(tile_index):
+            core = np.nonzero(tile_index == t)[0]
+            tree = cKDTree(pos[core])
+            sel_i, sel_S = [], []
+            for S in shifts:
+                img = pos + S @ L
+                d, _ = tree.query(img, distance_upper_bound=halo)
+                ok = np.isfinite(d)
+                if not np.any(S):
+                    ok[core] = False  # cores go first
+                sel_i.append(np.nonzero(ok)[0])
+                sel_S.append(np.repeat(S[None], ok.sum(), 0))
+            idx = np.concatenate([core] + sel_i)
+            Ssel = np.concatenate([np.zeros((len(core), 3), int)] + sel_S)
+            clusters.append((core, idx, Ssel))
+        n_max = max(len(c[1]) for c in clusters)
+        crystals, graphs = [], []
+        for core, idx, Ssel in clusters:
+            p = pos[idx] + Ssel @ L
+            lo = p.min(0) - rc - 1.0
+            box = np.diag(np.maximum(p.max(0) - lo + rc + 1.0, 3 * rc))
+            cc = Crystal(numbers=num[idx], frac=(p - lo) @ np.linalg.inv(box), lattice=box,
+                         mask=np.ones(len(idx), bool))
+            crystals.append(cc)
+            graphs.append(neighbor_graph(cc, rc))
+        E_max = max(int(np.asarray(g.mask).sum()) for g in graphs)
+        fn = _jit_blocks(self)
+        pairs, bshifts, Hs, Ss = [], [], [], []
+        for k, ((core, idx, Ssel), cc, g) in enumerate(zip(clusters, crystals, graphs)):
+            m = np.asarray(g.mask)
+            s_, r_, sh_ = (np.asarray(x)[m] for x in (g.senders, g.receivers, g.shifts))
+            if np.any(sh_):
+                raise ConfigError("cluster box too small: an edge crosses its boundary")
+            E = len(s_)
+            pad = E_max - E
+            rev = reverse_edges(s_, r_, sh_, np.ones(E, bool))
+            hg = HGraph(senders=jnp.asarray(np.concatenate([s_, np.full(pad, n_max)]).astype(np.int32)),
+                        receivers=jnp.asarray(np.concatenate([r_, np.full(pad, n_max)]).astype(np.int32)),
+                        shifts=jnp.zeros((E_max, 3), jnp.int32),
+                        mask=jnp.asarray(np.concatenate([np.ones(E, bool), np.zeros(pad, bool)])),
+                        reverse=jnp.asarray(np.concatenate([rev, np.arange(E, E_max)]).astype(np.int32)))
+            na = len(idx)
+            numbers = np.zeros(n_max, np.int64)
+            numbers[:na] = cc.numbers
+            pp = np.zeros((n_max, 3))
+            pp[:na] = np.asarray(cc.frac) @ np.asarray(cc.lattice)
+            out = fn(params, jnp.asarray(numbers), jnp.asarray(pp), jnp.asarray(cc.lattice),
+                     jnp.asarray(np.arange(n_max) < na), hg)
+            He, Se = np.asarray(out["H_edge"], np.float64)[:E], np.asarray(out["S_edge"], np.float64)[:E]
+            nc = len(core)
+            sel = s_ < nc
+            pairs.append(np.stack([idx[s_[sel]], idx[r_[sel]]], 1))
+            bshifts.append(Ssel[r_[sel]] - Ssel[s_[sel]])
+            Hs.append(He[sel])
+            Ss.append(Se[sel])
+            pairs.append(np.stack([core, core], 1))
+            bshifts.append(np.zeros((nc, 3), int))
+            Hs.append(np.asarray(out["H_onsite"], np.float64)[:nc])
+            Ss.append(np.asarray(out["S_onsite"], np.float64)[:nc])
+            if progress:
+                print(f"tile {k + 1}/{len(clusters)}: {nc} core atoms, cluster {len(idx)}, {E} edges", flush=True)
+        no = int(self.basis.orbitals_per_atom(num).max())
+        crystal_np = Crystal(numbers=num, frac=frac, lattice=L, mask=np.ones(n, bool))
+        return TBOperator(crystal=crystal_np, basis=self.basis, pairs=np.concatenate(pairs),
+                          shifts=np.concatenate(bshifts), H=np.concatenate(Hs)[:, :no, :no],
+                          S=np.concatenate(Ss)[:, :no, :no],
+                          meta={"source": "HamiltonianModel (tiled)", "n_tiles": len(clusters),
+                                "cluster_atoms": n_max, "cluster_edges": E_max})
 
     def to_json(self) -> str:
         return json.dumps(self.config.to_dict())

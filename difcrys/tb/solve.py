@@ -15,8 +15,6 @@ D. C. Sorensen, C. Yang, ARPACK Users' Guide, SIAM (1998), §4.3), with one spar
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,10 +83,6 @@ def eigenvalues(op: TBOperator, kpts, *, s_min: float = S_MIN_DEFAULT, chunk: in
             vec_all.append(np.asarray(C)[:m])
     eps = np.concatenate(eps_all)
     return (eps, np.concatenate(vec_all)) if vectors else eps
-
-
-def n_electrons_default(op: TBOperator) -> float | None:
-    return op.meta.get("n_electrons")
 
 
 def fermi_level(eigs, n_electrons: float, weights=None, width: float = 0.0) -> float:
@@ -188,7 +182,3 @@ def eigs_near(op: TBOperator, sigma: float, n: int = 20, k=(0.0, 0.0, 0.0), tol:
         raise OverlapError(f"ARPACK failed ({e}); the overlap S may not be positive definite") from None
     return np.sort(np.real(vals))
 
-
-def gaussian_width_check(width):
-    if not (width > 0 and math.isfinite(width)):
-        raise ConfigError(f"DOS width must be > 0 eV, got {width}")

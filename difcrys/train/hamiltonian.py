@@ -115,9 +115,10 @@ def _targets(model: HamiltonianModel, op: TBOperator, n_max: int, e_max: int | N
         raise ConfigError(f"edge capacity {E} < {len(s)}")
     key = {(int(i), int(j), tuple(int(x) for x in R)): p for p, ((i, j), R) in enumerate(zip(op.pairs, op.shifts))}
     no = model.layout.no
-    He, Se = np.zeros((E, no, no)), np.zeros((E, no, no))
-    emask = np.zeros(E, bool)
-    tmask = np.zeros(E, bool)
+    ne = len(s)
+    He, Se = np.zeros((ne, no, no)), np.zeros((ne, no, no))
+    emask = np.zeros(ne, bool)
+    tmask = np.zeros(ne, bool)
     for e, (i, j, R) in enumerate(zip(s, r, sh)):
         emask[e] = True
         p = key.get((int(i), int(j), tuple(int(x) for x in R)))
@@ -151,10 +152,6 @@ def _targets(model: HamiltonianModel, op: TBOperator, n_max: int, e_max: int | N
                 [rev, np.arange(len(s), E)]).astype(np.int32),
             "H_edge": pad(He), "S_edge": pad(Se), "target_mask": pad(tmask), "H_onsite": Ho, "S_onsite": So,
             "orb_mask": orb}
-
-
-class _Graph:
-    pass
 
 
 def _hgraph(b):

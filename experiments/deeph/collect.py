@@ -1,0 +1,60 @@
+"""Gather the DeepH experiment's measured numbers into ``experiments/deeph/results.json``.
+
+Reads: the generated data (``data/*.npz`` settings: DFT settings and wall times), the run
+summaries (``summary.json`` of the graphene and Si64 runs), ``tbg.json`` and ``scaling.json``.
+
+Usage::
+
+    python experiments/deeph/collect.py --graphene-run runs/deeph_graphene --si64-run runs/deeph_si64
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--graphene-run", default="runs/deeph_graphene")
+    ap.add_argument("--si64-run", default="runs/deeph_si64")
+    args = ap.parse_args(argv)
+    res = {"data": {}, "commands": {
+        "generate": "nice -n 10 python experiments/deeph/generate.py --set graphene|graphene3|bilayer ...",
+        "train_graphene": "difcrys train configs/hamiltonian_graphene.yaml --run-dir runs/deeph_graphene",
+        "train_si64": "difcrys train configs/hamiltonian_si64.yaml --run-dir runs/deeph_si64",
+        "tbg": "python experiments/deeph/tbg.py runs/deeph_graphene --json experiments/deeph/tbg.json",
+        "scaling": "python benchmarks/hamiltonian_scaling.py runs/deeph_graphene --json experiments/deeph/scaling.json",
+        "collect": "python experiments/deeph/collect.py"}}
+    for f in sorted(glob.glob(os.path.join(HERE, "data", "*.npz"))):
+        with np.load(f) as z:
+            s = json.loads(str(z["settings"]))
+            res["data"][os.path.basename(f)] = {"n_atoms": int(len(z["numbers"])), "n_blocks": int(len(z["pairs"])),
+                                                "wall_s": s.get("wall_s"), "t_scf_s": float(z["t_scf_s"]),
+                                                "kmesh": s.get("kmesh"), "energy_ha": float(z["energy_ha"]),
+                                                "imag_max_ev": float(z["imag_max_ev"])}
+            res["dft_settings"] = {k: v for k, v in s.items() if k not in ("wall_s", "spacing_ang", "shift_frac")}
+    for name, run in (("graphene", args.graphene_run), ("si64", args.si64_run)):
+        p = os.path.join(run, "summary.json")
+        if os.path.isfile(p):
+            with open(p) as fh:
+                res[name] = json.load(fh)
+    for name in ("tbg", "scaling"):
+        p = os.path.join(HERE, f"{name}.json")
+        if os.path.isfile(p):
+            with open(p) as fh:
+                res[name] = json.load(fh)
+    with open(os.path.join(HERE, "results.json"), "w") as fh:
+        json.dump(res, fh, indent=2, default=float)
+    print(json.dumps({k: (v if k != "data" else len(v)) for k, v in res.items() if k != "commands"}, indent=1,
+                     default=float)[:4000])
+
+
+if __name__ == "__main__":
+    main()
