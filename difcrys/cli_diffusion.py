@@ -180,7 +180,7 @@ def _test_set(cfg, n_samples, seed=0):
 
 
 def evaluate_run(run_dir, task: str, n_samples: int | None = None, which: str = "best", progress: bool = True,
-                 with_coverage: bool = True) -> dict:
+                 with_coverage: bool = True, steps: int | None = None) -> dict:
     """CSP (match rate, RMSE at 1 sample on a seeded subset of the test part) or de novo metrics."""
     from difcrys.train.diffusion import load_run
 
@@ -202,7 +202,8 @@ def evaluate_run(run_dir, task: str, n_samples: int | None = None, which: str = 
                 z = None
             comps.append(z)
         ok = [i for i, z in enumerate(comps) if z is not None]
-        res = generate(run_dir, len(ok), compositions=[comps[i] for i in ok], progress=progress, which=which)
+        res = generate(run_dir, len(ok), compositions=[comps[i] for i in ok], progress=progress, which=which,
+                       steps=steps)
         preds = [None] * len(refs)
         for j, i in enumerate(ok):
             preds[i] = res["crystals"][j]
@@ -215,7 +216,7 @@ def evaluate_run(run_dir, task: str, n_samples: int | None = None, which: str = 
         from difcrys.diffusion.metrics import summary_gen
         from difcrys.train.diffusion import load_data
 
-        res = generate(run_dir, n_samples, progress=progress, which=which)
+        res = generate(run_dir, n_samples, progress=progress, which=which, steps=steps)
         n_ref = int(ev.get("n_reference", 500))
         if n_ref != len(refs):
             refs = _test_set(cfg, n_ref, seed=2)[0]

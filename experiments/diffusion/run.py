@@ -26,15 +26,22 @@ RESULTS = os.path.join(HERE, "results.json")
 
 
 def _merge(name, record):
-    d = {}
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as f:
-            d = json.load(f)
+    import fcntl
+
     record["command"] = "python " + " ".join(sys.argv)
     record["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    d[name] = record
-    with open(RESULTS, "w") as f:
-        json.dump(d, f, indent=1, default=float)
+    import tempfile
+
+    lock_path = os.path.join(tempfile.gettempdir(), "difcrys_diffusion_results.lock")
+    with open(lock_path, "w") as lock:  # several evaluations may finish at the same time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        d = {}
+        if os.path.exists(RESULTS):
+            with open(RESULTS) as f:
+                d = json.load(f)
+        d[name] = record
+        with open(RESULTS, "w") as f:
+            json.dump(d, f, indent=1, default=float)
 
 
 def _run_info(run_dir):
@@ -103,7 +110,7 @@ def main(argv=None):
         return 0
     name = a.name or os.path.basename(os.path.normpath(a.path)) + "_" + a.mode
     if a.mode == "csp":
-        res = evaluate_run(a.path, "csp", a.n_test)
+        res = evaluate_run(a.path, "csp", a.n_test, steps=a.steps)
     elif a.mode == "gen":
         res = evaluate_run(a.path, "gen", a.n_samples)
         g = generate(a.path, 12, seed=123, progress=False)
