@@ -224,15 +224,38 @@ def make_scf_map(setup: T.Setup, eigensolver: str = "dense"):
     """
     solve = eigensolvers.get(eigensolver)
 
-    def F(params, rho_in, X0, diag_tol=None):
+    def diagonalize(params, rho_in, X0, diag_tol=None):
         lattice, frac, psp = params["lattice"], params["frac"], params["psp"]
         veff_r, _ = T.effective_potential(setup, lattice, frac, psp, params["xc"], rho_in)
-        eigs, coeffs = solve(setup, lattice, frac, psp, veff_r, X0, diag_tol)
+        return solve(setup, lattice, frac, psp, veff_r, X0, diag_tol)
+
+    def new_density(params, eigs, coeffs):
         occ, mu, ts = T.occupations(setup, eigs)
-        rho_out = T.density(setup, lattice, coeffs, occ)
+        rho_out = T.density(setup, params["lattice"], coeffs, occ)
         return {"rho": rho_out, "eigenvalues": eigs, "coeffs": coeffs, "occ": occ, "fermi": mu, "ts": ts}
 
+    def F(params, rho_in, X0, diag_tol=None):
+        return new_density(params, *diagonalize(params, rho_in, X0, diag_tol))
+
+    F.diagonalize, F.new_density = diagonalize, new_density
     return F
+
+
+def _jit_scf_map(setup: T.Setup, eigensolver: str):
+    """``jax.jit`` of the KS map. With a device mesh it is two programs, the k-sharded diagonalisation
+    and the k-summed density: XLA's CPU runtime can deadlock when a LAPACK call inside a sharded
+    region and a cross-device reduction share one program (observed with forced host devices)."""
+    F = make_scf_map(setup, eigensolver)
+    if setup.mesh is None:
+        return jax.jit(F)
+    diag, dens = jax.jit(F.diagonalize), jax.jit(F.new_density)
+
+    def F_split(params, rho_in, X0, diag_tol=None):
+        # the density enters as a plain (uncommitted) array: a mesh-sharded input would be closed over
+        # inside the k-sharded region with a sharding of its own, which shard_map rejects
+        return dens(params, *diag(params, jnp.asarray(np.asarray(rho_in)), X0, diag_tol))
+
+    return F_split
 
 
 def make_mixer(setup: T.Setup, params, method: str = "anderson", alpha: float | None = None,
@@ -264,7 +287,7 @@ def _compiled(setup, params, eigensolver, mixing, alpha, kerker):
     per_setup = _JIT_CACHE.setdefault(setup, {})
     key = (eigensolver, mixing, alpha, kerker)
     if key not in per_setup:
-        F = jax.jit(make_scf_map(setup, eigensolver))
+        F = _jit_scf_map(setup, eigensolver)
         mixer = make_mixer(setup, params, mixing, alpha, kerker)
 
         @jax.jit
