@@ -66,6 +66,9 @@ def main(argv=None):
     ap.add_argument("--nve-steps", type=int, default=10000)
     ap.add_argument("--nvt-steps", type=int, default=5000)
     ap.add_argument("--nvt-equil", type=float, default=1000.0, help="fs discarded before NVT statistics")
+    ap.add_argument("--nvt-thermostat", default="nose_hoover", choices=["nose_hoover", "langevin"],
+                    help="langevin: BAOAB, friction 0.01/fs, started at 2 T (equipartition halves it); the "
+                    "result goes to the key nvt_langevin")
     ap.add_argument("--npt-steps", type=int, default=3000)
     ap.add_argument("--temperature", type=float, default=300.0)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -160,6 +163,8 @@ def main(argv=None):
     if "nvt" in args.checks:
         t0 = time.time()
         frames = []
+        lang = args.nvt_thermostat == "langevin"
+        key = "nvt_langevin" if lang else "nvt"
 
         def nvt_summary(done):
             t = np.array([f["time_fs"] for f in frames])
@@ -169,7 +174,8 @@ def main(argv=None):
             dof = 3 * n - 3
             return {"command": cmd, "dtype": args.dtype, "atoms": n, "steps_requested": args.nvt_steps,
                     "steps_done": int(round(t[-1])), "completed": done, "dt_fs": 1.0,
-                    "thermostat": "Nose-Hoover chain, tau 100 fs", "target_K": T0,
+                    "thermostat": "Langevin (BAOAB), friction 0.01/fs, started at 2 T" if lang
+                    else "Nose-Hoover chain, tau 100 fs, started at T", "target_K": T0,
                     "equilibration_fs": args.nvt_equil, "n_samples": int(keep.sum()),
                     "mean_T_K": float(T.mean()) if keep.any() else None,
                     "sem_T_K": block_sem(T, 50) if keep.any() else None,
@@ -181,16 +187,27 @@ def main(argv=None):
             frames.append(frame)
             stop = args.max_wall_s is not None and time.time() - t0 > args.max_wall_s
             if len(frames) % 50 == 0 or stop:
-                out["nvt"] = nvt_summary(False)
-                save("nvt")
+                out[key] = nvt_summary(False)
+                save(key)
             return stop
 
-        r = run_md(pot, params, big, ensemble="nvt", temperature=T0, steps=args.nvt_steps, dt=1.0,
-                   log_every=10, seed=2, tau_fs=100.0, callback=cb)
+        if lang:
+            v0 = None
+            rng = np.random.default_rng(2)
+            from difcrys.md.dynamics import masses_of
+            from difcrys.units import KB_EV_PER_K, FS
+            m = masses_of(big.numbers)[:, None]
+            v0 = rng.standard_normal((n, 3)) * np.sqrt(KB_EV_PER_K * 2 * T0 / m) * FS  # Å/fs at 2 T
+            v0 -= (m * v0).sum(0) / m.sum()
+            r = run_md(pot, params, big, ensemble="nvt_langevin", temperature=T0, steps=args.nvt_steps, dt=1.0,
+                       log_every=10, seed=2, friction=0.01, velocities=v0, callback=cb)
+        else:
+            r = run_md(pot, params, big, ensemble="nvt", temperature=T0, steps=args.nvt_steps, dt=1.0,
+                       log_every=10, seed=2, tau_fs=100.0, callback=cb)
         frames.insert(0, {"time_fs": r.time_fs[0], "temperature": r.temperature[0]})
-        out["nvt"] = nvt_summary(int(round(r.time_fs[-1])) >= args.nvt_steps)
-        print(json.dumps({k: v for k, v in out["nvt"].items() if k != "series"}, indent=1), flush=True)
-        save("nvt")
+        out[key] = nvt_summary(int(round(r.time_fs[-1])) >= args.nvt_steps)
+        print(json.dumps({k: v for k, v in out[key].items() if k != "series"}, indent=1), flush=True)
+        save(key)
     if "npt" in args.checks:
         t0 = time.time()
         r = run_md(pot, params, big, ensemble="npt", temperature=T0, pressure=0.0, steps=args.npt_steps, dt=1.0,
