@@ -87,7 +87,7 @@ def run_difcrys_cli(s, ngfft, forces=True):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--systems", nargs="+", default=["si2", "si8", "c2", "graphene", "al"])
+    ap.add_argument("--systems", nargs="*", default=["si2", "si8", "c2", "graphene", "al"])
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--json", default=None, help="also write the table to this JSON file")
     args = ap.parse_args(argv)
