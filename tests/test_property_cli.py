@@ -88,6 +88,7 @@ def test_property_config_errors(tmp_path):
         property_config_from_dict({**base, "model": {"name": "schnet"}})
     with pytest.raises(ConfigError, match="not 'property'"):
         train_property_config({**base, "task": "potential"}, tmp_path)
+    require_data("jarvis_supercon", "val.csv")  # the checks below read the data set
     with pytest.raises(ConfigError, match="ids_key"):
         load_property_data({"set": "jarvis_supercon", "part": "val", "ids_file": "x.json"})
     with pytest.raises(ConfigError, match="unknown key"):

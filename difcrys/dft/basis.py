@@ -86,9 +86,11 @@ class PlaneWaveBasis:
         mask: ``[nk, npw]`` True for real plane waves.
         fft_index: ``[nk, npw]`` flat index of each plane wave on the FFT grid.
         npw: ``[nk]`` number of plane waves per k.
-        sym_index: ``[nsym, Ngrid]`` for density symmetrisation: flat grid index of ``R^{-T} G``.
-        sym_phase: ``[nsym, Ngrid]`` complex phase ``e^{2πi (R^{-T}G)·t}``.
-        sym_valid: ``[nsym, Ngrid]`` False where ``R^{-T}G`` leaves the grid.
+        sym_index: ``[nsym, Ngrid]`` int32 for density symmetrisation: flat grid index of ``R^{-T} G``
+            (−1 where it leaves the grid).
+        sym_trans: ``[nsym, 3]`` fractional translations ``t`` (the phase ``e^{2πi (R^{-T}G)·t}`` is
+            computed when needed: storing it for every operation and grid point costs
+            16 bytes × nsym × Ngrid, gigabytes for symmetric supercells).
     """
 
     ecut: float
@@ -100,8 +102,7 @@ class PlaneWaveBasis:
     fft_index: np.ndarray
     npw: np.ndarray
     sym_index: np.ndarray | None = None
-    sym_phase: np.ndarray | None = None
-    sym_valid: np.ndarray | None = None
+    sym_trans: np.ndarray | None = None
 
     @property
     def n_kpoints(self) -> int:
@@ -169,15 +170,17 @@ def build_basis(lattice_bohr, ecut: float, kpts, weights, fft_shape=None, symops
     N = np.array(fft_shape)
     wrapped = np.mod(miller, N)
     fft_index = (wrapped[..., 0] * N[1] + wrapped[..., 1]) * N[2] + wrapped[..., 2]
-    sym_index = sym_phase = sym_valid = None
+    sym_index = sym_trans = None
     if symops is not None and len(symops[0]) > 1:
-        sym_index, sym_phase, sym_valid = _symmetry_maps(fft_shape, symops)
+        sym_index = _symmetry_maps(fft_shape, symops)
+        sym_trans = np.asarray(symops[1], float).reshape(-1, 3)
     return PlaneWaveBasis(float(ecut), fft_shape, kpts, weights, miller, mask, fft_index.astype(np.int32), npw,
-                          sym_index, sym_phase, sym_valid)
+                          sym_index, sym_trans)
 
 
 def _symmetry_maps(fft_shape, symops):
-    """Gather maps for ``ρ_sym(G) = 1/N_S Σ_S ρ(R^{-T} G) e^{2πi (R^{-T}G)·t}``.
+    """Gather map (flat grid index of ``R^{-T} G``, −1 off the grid) for
+    ``ρ_sym(G) = 1/N_S Σ_S ρ(R^{-T} G) e^{2πi (R^{-T}G)·t}``.
 
     For a symmetry ``x ↦ R x + t`` of the crystal, ``ρ(x) = ρ(R x + t)``; in Fourier
     components ``ρ(G') = ρ(G) e^{2πi G·t}`` with ``G' = R^T G``.
@@ -188,13 +191,11 @@ def _symmetry_maps(fft_shape, symops):
                               indexing="ij"), -1).reshape(-1, 3)
     half_lo = -(N // 2)
     half_hi = (N - 1) // 2
-    idx, ph, valid = [], [], []
-    for R, t in zip(np.asarray(rots), np.asarray(trans, float)):
+    idx = []
+    for R in np.asarray(rots):
         RinvT = np.linalg.inv(R).T
         G = np.rint(gm @ RinvT.T).astype(int)  # R^{-T} G' for each grid G'
         ok = np.all((G >= half_lo) & (G <= half_hi), axis=1)
         w = np.mod(G, N)
-        idx.append((w[:, 0] * N[1] + w[:, 1]) * N[2] + w[:, 2])
-        ph.append(np.exp(2j * np.pi * (G @ t)))
-        valid.append(ok)
-    return np.array(idx, np.int32), np.array(ph), np.array(valid)
+        idx.append(np.where(ok, (w[:, 0] * N[1] + w[:, 1]) * N[2] + w[:, 2], -1))
+    return np.array(idx, np.int32)

@@ -135,8 +135,16 @@ def symmetrize(setup: Setup, rho_r):
     if b.sym_index is None:
         return rho_r
     rg = to_g(setup, rho_r)
-    acc = jnp.where(jnp.asarray(b.sym_valid), rg[jnp.asarray(b.sym_index)] * jnp.asarray(b.sym_phase), 0.0)
-    return to_r(setup, jnp.mean(acc, 0))
+    gm = jnp.asarray(b.grid_miller().reshape(-1, 3), rho_r.dtype)
+
+    def add(acc, op):  # one operation at a time: no [nsym, Ngrid] temporaries
+        idx, t = op
+        src = jnp.maximum(idx, 0)
+        phase = jnp.exp(2j * jnp.pi * (gm[src] @ t))
+        return acc + jnp.where(idx >= 0, rg[src] * phase, 0.0), None
+
+    acc, _ = jax.lax.scan(add, jnp.zeros_like(rg), (jnp.asarray(b.sym_index), jnp.asarray(b.sym_trans, rho_r.dtype)))
+    return to_r(setup, acc / b.sym_index.shape[0])
 
 
 # ----------------------------------------------------------------------------- local terms
