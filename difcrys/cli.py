@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from difcrys.errors import DifcrysError
+from difcrys.errors import ConfigError, DifcrysError
 
 
 def _read(structure):
@@ -118,6 +118,22 @@ def scf_results_dict(res, crystal, extra: dict | None = None) -> dict:
     return out
 
 
+def _parse_devices(spec):
+    """``--devices``: None (one device), ``all`` or a count of ``jax.devices()`` to shard k-points over."""
+    if spec is None or spec == "all":
+        return spec
+    import jax
+
+    try:
+        n = int(spec)
+    except ValueError:
+        raise ConfigError(f"--devices must be a positive integer or 'all', got {spec!r}") from None
+    if not 1 <= n <= len(jax.devices()):
+        raise ConfigError(f"--devices {n}: {len(jax.devices())} JAX device(s) available "
+                          "(on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
+    return n
+
+
 def cmd_scf(args) -> int:
     import time
 
@@ -128,7 +144,7 @@ def cmd_scf(args) -> int:
     kind, width = _parse_smearing(args.smearing)
     res = run_scf(crystal, args.ecut, tuple(args.kpts), shift=tuple(args.shift), smearing=kind, width=width,
                   xc=args.xc, n_bands=args.bands_count, fft_shape=args.fft_shape, tol=args.tol,
-                  maxiter=args.maxiter, progress=not args.quiet)
+                  maxiter=args.maxiter, progress=not args.quiet, devices=_parse_devices(args.devices))
     extra = {}
     if args.forces or args.stress:
         from difcrys.dft import derivatives
@@ -235,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--bands", action="store_true", help="band structure along the standard path")
     ps.add_argument("--path-points", type=int, default=60, help="k-points along the band path")
     ps.add_argument("--plot", default=None, help="write a bands + DOS plot (PNG/PDF)")
+    ps.add_argument("--devices", default=None, metavar="N|all",
+                    help="shard the k-points over N JAX devices (or all); default one device")
     ps.add_argument("--forces", action="store_true", help="add forces_ev_per_ang")
     ps.add_argument("--stress", action="store_true", help="add stress_gpa")
     ps.add_argument("--out", default=None, help="folder for results.json")

@@ -243,8 +243,9 @@ def make_scf_map(setup: T.Setup, eigensolver: str = "dense"):
 
 def _jit_scf_map(setup: T.Setup, eigensolver: str):
     """``jax.jit`` of the KS map. With a device mesh it is two programs, the k-sharded diagonalisation
-    and the k-summed density: XLA's CPU runtime can deadlock when a LAPACK call inside a sharded
-    region and a cross-device reduction share one program (observed with forced host devices)."""
+    and the k-summed density, and the input density enters the first as a host array: a density
+    that already carries the mesh's (auto) sharding cannot be closed over inside the manual
+    (``shard_map``) region of the k-point work."""
     F = make_scf_map(setup, eigensolver)
     if setup.mesh is None:
         return jax.jit(F)

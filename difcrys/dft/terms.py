@@ -85,14 +85,21 @@ def kshard(setup: "Setup", x):
 
 def kmap(setup: "Setup", f, *k_args):
     """``vmap(f)`` over per-k arguments; with a mesh, each device maps over its own k-slice
-    (``shard_map``: no communication inside ``f``; the later sum over k is one all-reduce)."""
+    (``shard_map``: no communication inside ``f``; the later sum over k is one all-reduce).
+
+    Inside the sharded region the local k-points are looped over (``lax.map``), not vmapped: a
+    vmapped LAPACK call (``eigh``, ``qr``, ``solve``) becomes one batched kernel that splits its
+    batch over XLA's intra-op thread pool and blocks a pool thread while it waits. With one such
+    kernel per device and as many devices as pool threads (forced host devices on a small CPU),
+    every pool thread waits for work that no free thread can run: a deadlock. One matrix per call
+    runs inline. On a single device the vmapped batch is kept (and is faster)."""
     if setup.mesh is None:
         return jax.vmap(f)(*k_args)
     from jax.sharding import PartitionSpec
 
     spec = PartitionSpec("k")
-    return jax.shard_map(lambda *a: jax.vmap(f)(*a), mesh=setup.mesh, in_specs=spec, out_specs=spec,
-                         check_vma=False)(*k_args)
+    local = lambda *a: jax.lax.map(lambda t: f(*t), a)
+    return jax.shard_map(local, mesh=setup.mesh, in_specs=spec, out_specs=spec, check_vma=False)(*k_args)
 
 
 def k_arrays(setup: "Setup", dtype):
