@@ -149,9 +149,12 @@ def cmd_scf(args) -> int:
     if args.forces or args.stress:
         from difcrys.dft import derivatives
 
-        if args.forces:
+        if args.forces and args.stress:
+            f, s = derivatives.forces_and_stress(res)
+            extra["forces_ev_per_ang"], extra["stress_gpa"] = np.asarray(f).tolist(), np.asarray(s).tolist()
+        elif args.forces:
             extra["forces_ev_per_ang"] = np.asarray(derivatives.forces(res)).tolist()
-        if args.stress:
+        else:
             extra["stress_gpa"] = np.asarray(derivatives.stress(res)).tolist()
     out = scf_results_dict(res, crystal, extra)
     if args.bands or args.plot:

@@ -142,6 +142,29 @@ def test_lobpcg_matches_dense(si_sym):
     assert np.allclose(it.eigenvalues[:, :occ], si_sym.eigenvalues[:, :occ], atol=1e-6)
 
 
+def test_lobpcg_real_and_complex_kpoints_match_dense():
+    """3×3×3 grid: Γ is time-reversal invariant (real-subspace LOBPCG, two bands per FFT), the other
+    irreducible points are general (complex LOBPCG); both paths against dense diagonalisation."""
+    from difcrys.dft.eigensolvers import real_k_pairs
+
+    crystal = si2(DISPLACED)
+    kw = dict(tol=1e-11, rho_tol=1e-9, progress=False, symmetry=False)
+    dense = run_scf(crystal, 6.0, (3, 3, 3), eigensolver="dense", **kw)
+    it = run_scf(crystal, 6.0, (3, 3, 3), eigensolver="lobpcg", **kw)
+    basis = it.setup.basis
+    pairs = real_k_pairs(basis)
+    assert sorted(pairs) == [i for i, k in enumerate(basis.kpts) if np.allclose(2 * k, np.rint(2 * k))]
+    assert 0 < len(pairs) < len(basis.kpts)
+    occ = int(dense.setup.n_electrons // 2)
+    assert it.energy == pytest.approx(dense.energy, abs=1e-8)
+    assert np.allclose(it.eigenvalues[:, :occ + 1], dense.eigenvalues[:, :occ + 1], atol=1e-6)
+    for ik, pair in pairs.items():  # the real-subspace states satisfy C(-G-G0) = conj C(G)
+        k, mil, msk = basis.kpts[ik], np.asarray(basis.miller[ik]), np.asarray(basis.mask[ik])
+        assert np.allclose((mil[pair] + mil + np.rint(2 * k))[msk], 0)
+        c = np.asarray(it.coeffs[ik, :occ])
+        assert np.allclose(c[:, pair], np.conj(c), atol=1e-12)
+
+
 def test_supercell_energy_is_extensive():
     """Si2 on a 2×2×2 grid vs its 2×2×1 supercell (8 atoms) on the folded 1×1×2 grid: 4× the energy."""
     prim = si2()
@@ -194,6 +217,10 @@ def test_stress_matches_finite_differences():
             e.append(run_scf(setup=setup, params=p, **kw).energy)
         fd = (e[0] - e[1]) / (2 * h) / vol
         assert sigma[i, j] == pytest.approx(fd, rel=1e-5, abs=1e-10)
+    # the single backward pass of `difcrys scf --forces --stress` gives the same two derivatives
+    f_both, s_both = derivatives.forces_and_stress_au(res)
+    assert np.allclose(s_both, sigma, rtol=1e-10, atol=1e-14)
+    assert np.allclose(f_both, derivatives.forces_au(res), rtol=1e-10, atol=1e-14)
 
 
 def test_forces_vanish_by_symmetry_and_sum_to_zero(si_sym):
