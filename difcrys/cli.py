@@ -303,7 +303,7 @@ def _enable_compilation_cache():
 
     try:
         jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     except Exception:  # pragma: no cover - cache is an optimisation only
         pass
 
