@@ -8,8 +8,12 @@ returns the lowest ``nb = setup.n_bands`` eigenpairs at every k-point (batched w
 * ``lobpcg``: matrix-free preconditioned block LOBPCG (A. V. Knyazev, SIAM J. Sci.
   Comput. 23, 517 (2001)) with the Teter–Payne–Allan kinetic preconditioner
   (M. P. Teter, M. C. Payne, D. C. Allan, Phys. Rev. B 40, 12255 (1989)), warm-started
-  from the previous SCF step's vectors ``X0``; a fixed number of iterations per call
-  (the SCF loop converges the subspace together with the density).
+  from the previous SCF step's vectors ``X0``, iterated to an SCF-driven residual target.
+  At k-points with ``2k`` a reciprocal-lattice vector (Γ and the zone-boundary
+  time-reversal-invariant points: all 8 points of an unshifted 2×2×2 grid) it works in the
+  subspace of states that are real up to ``e^{ik·r}`` (ABINIT's ``istwfk``): two bands share
+  one Hamiltonian application (FFT pair) and the Rayleigh–Ritz matrices are real (timings in
+  ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
