@@ -70,22 +70,36 @@ _GRADS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _grad_fns(setup):
-    """Jitted ``∂E/∂frac`` and ``∂E/∂ε`` for a setup, cached (relaxations call them every step)."""
+    """Jitted ``∂E/∂frac``, ``∂E/∂ε`` and both at once for a setup, cached (relaxations call them
+    every step). All three differentiate one function, ``E(frac, L (I + ε))`` at ``ε = 0``."""
     if setup not in _GRADS:
-        def e_frac(frac, params, coeffs, occ):
-            return _energy(setup, params["lattice"], frac, params, coeffs, occ)
-
-        def e_strain(eps, params, coeffs, occ):
-            eps = 0.5 * (eps + eps.T)
-            return _energy(setup, params["lattice"] @ (jnp.eye(3) + eps), params["frac"], params, coeffs, occ)
-
-        def e_both(frac, eps, params, coeffs, occ):
+        def e(frac, eps, params, coeffs, occ):
             eps = 0.5 * (eps + eps.T)
             return _energy(setup, params["lattice"] @ (jnp.eye(3) + eps), frac, params, coeffs, occ)
 
-        _GRADS[setup] = (jax.jit(jax.grad(e_frac)), jax.jit(jax.grad(e_strain)),
-                         jax.jit(jax.grad(e_both, argnums=(0, 1))))
+        _GRADS[setup] = tuple(jax.jit(jax.grad(e, argnums=a)) for a in (0, 1, (0, 1)))
     return _GRADS[setup]
+
+
+def _grads(res, which):
+    """``∂E/∂frac`` (0), ``∂E/∂ε`` (1) or both (2) at the converged state of ``res``."""
+    p = res.params
+    return _grad_fns(res.setup)[which](p["frac"], jnp.zeros((3, 3)), p, res.coeffs, jnp.asarray(res.occupations))
+
+
+def _raw_forces_from(res, g_frac):
+    return -g_frac @ jnp.linalg.inv(res.params["lattice"]).T
+
+
+def _forces_from(res, g_frac):
+    p = res.params
+    f = symmetrize_forces(res.setup, p["lattice"], p["frac"], _raw_forces_from(res, g_frac))
+    return f - jnp.mean(f, 0)
+
+
+def _stress_from(res, g_eps):
+    p = res.params
+    return symmetrize_stress(res.setup, p["lattice"], p["frac"], g_eps / T.volume(p["lattice"]))
 
 
 def raw_forces_au(res):
@@ -94,9 +108,7 @@ def raw_forces_au(res):
     This is what central finite differences of the total energy measure (when the
     k-point set is not symmetry-reduced).
     """
-    p = res.params
-    g_frac = _grad_fns(res.setup)[0](p["frac"], p, res.coeffs, jnp.asarray(res.occupations))
-    return -g_frac @ jnp.linalg.inv(p["lattice"]).T
+    return _raw_forces_from(res, _grads(res, 0))
 
 
 def forces_au(res):
@@ -105,25 +117,18 @@ def forces_au(res):
     The XC energy on a finite FFT grid is not exactly translation invariant, so the raw
     forces have a tiny net force; ABINIT removes it the same way.
     """
-    p = res.params
-    f = symmetrize_forces(res.setup, p["lattice"], p["frac"], raw_forces_au(res))
-    return f - jnp.mean(f, 0)
+    return _forces_from(res, _grads(res, 0))
 
 
 def stress_au(res):
     """Stress tensor ``[3, 3]`` [Ha/Bohr³], ``σ = Ω⁻¹ ∂E/∂ε`` with ``L' = L (I + ε)``."""
-    p = res.params
-    g = _grad_fns(res.setup)[1](jnp.zeros((3, 3)), p, res.coeffs, jnp.asarray(res.occupations))
-    return symmetrize_stress(res.setup, p["lattice"], p["frac"], g / T.volume(p["lattice"]))
+    return _stress_from(res, _grads(res, 1))
 
 
 def forces_and_stress_au(res):
     """:func:`forces_au` and :func:`stress_au` from one backward pass (one compilation instead of two)."""
-    p = res.params
-    g_frac, g_eps = _grad_fns(res.setup)[2](p["frac"], jnp.zeros((3, 3)), p, res.coeffs, jnp.asarray(res.occupations))
-    f = symmetrize_forces(res.setup, p["lattice"], p["frac"], -g_frac @ jnp.linalg.inv(p["lattice"]).T)
-    s = symmetrize_stress(res.setup, p["lattice"], p["frac"], g_eps / T.volume(p["lattice"]))
-    return f - jnp.mean(f, 0), s
+    g_frac, g_eps = _grads(res, 2)
+    return _forces_from(res, g_frac), _stress_from(res, g_eps)
 
 
 def forces_and_stress(res):
