@@ -89,28 +89,10 @@ def cmd_bands(args) -> int:
 
 
 def _plot(bs, e_dos, g, ref, filename, title=""):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from difcrys.dft.bandstructure import draw_bands_dos
 
     ref = 0.0 if ref is None else ref
-    eig = bs["eigenvalues"] - ref
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8, 5), gridspec_kw={"width_ratios": [3, 1]}, sharey=True)
-    ax.plot(bs["x"], eig, color="tab:blue", lw=1.0)
-    for xv in bs["label_x"]:
-        ax.axvline(xv, color="0.7", lw=0.6)
-    ax.axhline(0.0, color="0.4", lw=0.6, ls="--")
-    ax.set_xticks(bs["label_x"])
-    ax.set_xticklabels(bs["labels"])
-    ax.set_xlim(bs["x"][0], bs["x"][-1])
-    ax.set_ylabel("E − E_ref (eV)")
-    ax.set_title(title)
-    ax2.plot(g, e_dos - ref, color="tab:red")
-    ax2.set_xlabel("DOS (states/eV/cell)")
-    fig.tight_layout()
-    fig.savefig(filename, dpi=120)
-    plt.close(fig)
+    draw_bands_dos(bs, bs["eigenvalues"] - ref, e_dos - ref, g, filename, title)
 
 
 def cmd_evaluate(args) -> int:

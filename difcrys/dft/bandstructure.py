@@ -149,18 +149,18 @@ def dos(res, energies=None, method: str = "gaussian", width: float = 0.005, mesh
     raise ConfigError(f"unknown DOS method {method!r}; choose gaussian or tetrahedron")
 
 
-def plot_bands_dos(res, bs: dict, filename: str, dos_width_ev: float = 0.3):
-    """Write a band-structure + DOS figure (energies in eV relative to the VBM / Fermi level)."""
+def draw_bands_dos(bs: dict, eig_ev, dos_e_ev, dos_g, filename: str, title: str = "") -> None:
+    """Band structure + DOS figure: ``bs`` gives the path (``x``, ``label_x``, ``labels``),
+    ``eig_ev`` ``[nk, nb]`` the bands and ``dos_e_ev``, ``dos_g`` [states/eV/cell] the DOS, all in
+    eV relative to the reference energy (drawn dashed at 0). Shared by ``difcrys scf --plot``
+    (plane-wave bands) and ``difcrys bands --plot`` (localized-basis bands)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ref = bs["reference_ha"]
-    eig = (bs["eigenvalues"] - ref) * HARTREE_EV
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8, 5), gridspec_kw={"width_ratios": [3, 1]}, sharey=True)
-    for n in range(eig.shape[1]):
-        ax.plot(bs["x"], eig[:, n], color="tab:blue", lw=1.2)
+    ax.plot(bs["x"], np.asarray(eig_ev), color="tab:blue", lw=1.0)
     for xv in bs["label_x"]:
         ax.axvline(xv, color="0.7", lw=0.6)
     ax.axhline(0.0, color="0.4", lw=0.6, ls="--")
@@ -168,15 +168,22 @@ def plot_bands_dos(res, bs: dict, filename: str, dos_width_ev: float = 0.3):
     ax.set_xticklabels(bs["labels"])
     ax.set_xlim(bs["x"][0], bs["x"][-1])
     ax.set_ylabel("E − E_ref (eV)")
-    title = f"{res.setup.xc.name}, ecut {res.setup.basis.ecut:g} Ha"
-    if bs.get("gap_ev") is not None:
-        title += f", gap {bs['gap_ev']:.3f} eV"
     ax.set_title(title)
-    e = np.linspace(eig.min() - 1, eig.max() + 1, 600)
-    _, g = dos(res, energies=e / HARTREE_EV + ref, method="gaussian", width=dos_width_ev / HARTREE_EV)
-    ax2.plot(g / HARTREE_EV, e, color="tab:red")
+    ax2.plot(dos_g, dos_e_ev, color="tab:red")
     ax2.set_xlabel("DOS (states/eV/cell)")
     ax2.axhline(0.0, color="0.4", lw=0.6, ls="--")
     fig.tight_layout()
     fig.savefig(filename, dpi=120)
     plt.close(fig)
+
+
+def plot_bands_dos(res, bs: dict, filename: str, dos_width_ev: float = 0.3):
+    """Write a band-structure + DOS figure (energies in eV relative to the VBM / Fermi level)."""
+    ref = bs["reference_ha"]
+    eig = (bs["eigenvalues"] - ref) * HARTREE_EV
+    title = f"{res.setup.xc.name}, ecut {res.setup.basis.ecut:g} Ha"
+    if bs.get("gap_ev") is not None:
+        title += f", gap {bs['gap_ev']:.3f} eV"
+    e = np.linspace(eig.min() - 1, eig.max() + 1, 600)
+    _, g = dos(res, energies=e / HARTREE_EV + ref, method="gaussian", width=dos_width_ev / HARTREE_EV)
+    draw_bands_dos(bs, eig, e, g / HARTREE_EV, filename, title)
