@@ -2,7 +2,7 @@
 ``difcrys evaluate RUN_DIR [DATA]``.
 
 ``RUN_DIR`` is a folder written by :func:`difcrys.train.property.train_property` or
-``difcrys train configs/property_*.yaml`` (``config.json`` + ``best.msgpack``). For ``predict``
+``difcrys train configs/property_*.yaml`` (``config.json`` + orbax ``best/``). For ``predict``
 each structure is a file (CIF, POSCAR, extxyz; every frame/block of a multi-structure file is
 predicted) or a built-in example name. Output: one line per structure ``source  formula  value
 unit`` or, with ``--json``, a list of objects. ``evaluate`` reports the MAE (target units) on the
@@ -89,7 +89,7 @@ def register(subparsers) -> None:
     are registered by :mod:`difcrys.cli_potential` and dispatch on the run's / config's task)."""
     p = subparsers.add_parser("predict", help="predict a property with a trained model (CGCNN / equivariant)",
                               description="Predict the target of a trained property run for each structure.")
-    p.add_argument("run_dir", help="run folder of a property model (config.json, best.msgpack)")
+    p.add_argument("run_dir", help="run folder of a property model (config.json, best/)")
     p.add_argument("structures", nargs="+", help="structure files (CIF, POSCAR, extxyz) or example names")
     p.add_argument("--which", default="best", choices=["best", "last", "checkpoint"],
                    help="weights: best validation (default) or last epoch ('checkpoint' = last)")

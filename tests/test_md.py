@@ -119,19 +119,19 @@ def test_bad_input(model, si8):
 
 @pytest.mark.slow
 def test_cli_md_evaluate_and_relax(model, si8, tmp_path, capsys):
-    """``difcrys md`` / ``evaluate`` / relax_with_model on a run folder (model.json + msgpack)."""
+    """``difcrys md`` / ``evaluate`` / relax_with_model on a run folder (model.json + orbax best/)."""
     import argparse
 
     import ase.io
 
     from difcrys import cli_potential
-    from difcrys.train.loop import save_msgpack
+    from difcrys.train import checkpoint
 
     pot, params = model
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.json").write_text(pot.to_json())
-    save_msgpack(str(run / "best.msgpack"), params)
+    checkpoint.save(str(run), checkpoint.BEST, params, 0)
     struct = tmp_path / "si8.cif"
     io.write(str(struct), si8)
     parser = argparse.ArgumentParser()

@@ -263,3 +263,30 @@ def test_shipped_configs_validate(name):
         dataclass_from_dict(LossConfig, d["loss"], "loss")
         PotentialConfig.from_dict(d["model"])
         assert "train" in d["data"] and d["data"]["test"]
+
+
+def test_checkpoints_are_orbax_and_legacy_msgpack_still_loads(tmp_path):
+    """Checkpoints are orbax steps (readable with orbax's own manager, two kept); a run folder from
+    before orbax (flax msgpack files) still restores into the same structure."""
+    import orbax.checkpoint as ocp
+    from flax import serialization
+
+    from difcrys.train import checkpoint as ck
+
+    task = LinearTask()
+    res = fit(task, TrainConfig(**CFG), str(tmp_path / "run"))
+    mgr = ocp.CheckpointManager(str(tmp_path / "run" / "checkpoints"))
+    assert mgr.all_steps() == [5, 6] and mgr.latest_step() == 6
+    raw = mgr.restore(6, args=ocp.args.StandardRestore())
+    np.testing.assert_array_equal(raw["params"]["w"], np.asarray(res.last_params["w"]))
+    assert int(raw["epoch"]) == 6
+    best = ck.restore(str(tmp_path / "run"), ck.BEST, task.init(jax.random.PRNGKey(1)))
+    np.testing.assert_array_equal(np.asarray(best["w"]), np.asarray(res.params["w"]))
+    # legacy folder: best.msgpack written with flax.serialization
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "best.msgpack").write_bytes(serialization.to_bytes(jax.device_get(res.params)))
+    old = ck.restore(str(legacy), ck.BEST, task.init(jax.random.PRNGKey(1)))
+    np.testing.assert_array_equal(np.asarray(old["w"]), np.asarray(res.params["w"]))
+    with pytest.raises(ConfigError, match="no checkpoints checkpoint"):
+        ck.restore(str(legacy), ck.CHECKPOINT, None)

@@ -3,9 +3,9 @@
 ``difcrys train configs/diffusion_perov5.yaml [--variant test]`` calls :func:`train_diffusion`, which
 loads the data, builds the :class:`~difcrys.diffusion.model.DiffusionSpec` and the
 :class:`~difcrys.nn.denoiser.CSPNet`, and runs :func:`difcrys.train.loop.fit` (EMA, plateau LR decay,
-msgpack checkpoints every epoch — a killed run resumes losing at most one epoch — ``metrics.jsonl``,
+orbax checkpoints every epoch — a killed run resumes losing at most one epoch — ``metrics.jsonl``,
 tqdm progress bars). The run folder gets ``config.yaml`` (resolved, with ``task: diffusion``),
-``spec.json``, ``checkpoint.msgpack``, ``best.msgpack`` (EMA weights with the lowest validation loss)
+``spec.json``, ``checkpoints/`` and ``best/`` (orbax; EMA weights with the lowest validation loss)
 and ``summary.json``.
 
 Config sections::
@@ -203,7 +203,7 @@ def train_diffusion(config_path, run_dir, *, variant=None, resume: bool = True) 
     """Train a diffusion model from a YAML config (module docstring); returns a JSON-able summary."""
     from difcrys.diffusion import model as dm
     from difcrys.train.config import dump_yaml, load_yaml
-    from difcrys.train.loop import fit, load_msgpack
+    from difcrys.train.loop import fit
 
     cfg = load_yaml(config_path, variant)
     if cfg.get("task", "diffusion") != "diffusion":
@@ -283,7 +283,7 @@ def load_run(run_dir, which: str = "best"):
     import yaml
 
     from difcrys.diffusion import model as dm
-    from difcrys.train.loop import load_msgpack
+    from difcrys.train import checkpoint as ckpt
 
     cpath, spath = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "spec.json")
     if not (os.path.exists(cpath) and os.path.exists(spath)):
@@ -295,26 +295,15 @@ def load_run(run_dir, which: str = "best"):
     spec = dm.DiffusionSpec.from_json(spath)
     _, _, model_kw, train = _configs(cfg)
     net = build_net(spec, model_kw)
-    ck = os.path.join(run_dir, f"{which}.msgpack")
-    if not os.path.exists(ck):
-        ck = os.path.join(run_dir, "best.msgpack")
-    if not os.path.exists(ck):
-        raise ConfigError(f"{run_dir}: no checkpoint ({which}.msgpack) yet")
     task = _Task(spec, net, _dummy_arrays(spec), np.arange(1), np.arange(1), None, 1, 0)
     template = task.init(jax.random.PRNGKey(0))
-    if which == "last":
-        state = load_msgpack(os.path.join(run_dir, "checkpoint.msgpack"), None)
-        params = jax.tree_util.tree_map(jnp.asarray, state["ema"]) if isinstance(state, dict) else template
-        params = _restore(template, params)
+    if which == "last" and ckpt.exists(run_dir, ckpt.CHECKPOINT):
+        params = ckpt.restore(run_dir, ckpt.CHECKPOINT, template, key="ema")
+    elif ckpt.exists(run_dir, ckpt.BEST):
+        params = ckpt.restore(run_dir, ckpt.BEST, template)
     else:
-        params = load_msgpack(ck, template)
+        raise ConfigError(f"{run_dir}: no checkpoint ({which}) yet")
     return spec, net, params, cfg
-
-
-def _restore(template, raw):
-    from flax import serialization
-
-    return serialization.from_state_dict(template, raw)
 
 
 def _dummy_arrays(spec):

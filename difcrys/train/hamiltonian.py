@@ -8,7 +8,7 @@ the ABACUS Si64 set). Each structure's targets are its blocks on the model's nei
     L = w_H · mean over real orbital entries of (H_pred − H_DFT)^2 [eV^2]
       + w_S · mean of (S_pred − S_DFT)^2,
 
-evaluated with the shared :func:`difcrys.train.loop.fit` (optax, EMA, plateau decay, msgpack
+evaluated with the shared :func:`difcrys.train.loop.fit` (optax, EMA, plateau decay, orbax
 checkpoints with resume). Metrics: block mean absolute errors ``mae_H_meV`` (edges and on-site,
 real orbitals only) and ``mae_S``.
 
@@ -42,7 +42,8 @@ from difcrys.errors import ConfigError
 from difcrys.nn.hamiltonian import HamiltonianConfig, HamiltonianModel
 from difcrys.tb.operators import TBOperator
 from difcrys.train.config import dataclass_from_dict, dump_yaml, load_yaml
-from difcrys.train.loop import TrainConfig, fit, load_msgpack
+from difcrys.train import checkpoint as ckpt
+from difcrys.train.loop import TrainConfig, fit
 
 __all__ = ["HLossConfig", "load_operators", "HamiltonianTask", "train_hamiltonian", "load_run",
            "block_errors", "band_errors"]
@@ -370,7 +371,7 @@ def train_hamiltonian(config_path, run_dir, *, variant: str | None = None, resum
     """Train a Hamiltonian network from a YAML config into ``run_dir``.
 
     Writes ``config.yaml`` (resolved, ``task: hamiltonian``), ``model.json``, ``metrics.jsonl``,
-    checkpoints, ``best.msgpack`` and ``summary.json`` (validation and test block errors, band
+    orbax checkpoints (``checkpoints/``, ``best/``) and ``summary.json`` (validation and test block errors, band
     errors near the Fermi level).
 
     Returns:
@@ -437,22 +438,7 @@ def load_run(run_dir: str, which: str = "best"):
     with open(model_path) as fh:
         model = HamiltonianModel.from_json(fh.read())
     template = model.init(jax.random.PRNGKey(0))
-    if which == "best":
-        path = os.path.join(run_dir, "best.msgpack")
-        if not os.path.isfile(path):
-            raise FileFormatError(f"{run_dir}: no best.msgpack")
-        return model, load_msgpack(path, template)
-    path = os.path.join(run_dir, "checkpoint.msgpack")
-    if not os.path.isfile(path):
-        raise FileFormatError(f"{run_dir}: no checkpoint.msgpack")
-    from flax import serialization
-
-    with open(path, "rb") as fh:
-        state = serialization.msgpack_restore(fh.read())
-    return model, load_msgpack_tree(state["ema"], template)
-
-
-def load_msgpack_tree(raw, template):
-    from flax import serialization
-
-    return jax.tree_util.tree_map(jnp.asarray, serialization.from_state_dict(template, raw))
+    kind = ckpt.BEST if which == "best" else ckpt.CHECKPOINT
+    if not ckpt.exists(run_dir, kind):
+        raise FileFormatError(f"{run_dir}: no {kind} checkpoint")
+    return model, ckpt.restore(run_dir, kind, template, key=None if which == "best" else "ema")

@@ -9,13 +9,14 @@ Run folder layout (``run_dir``)::
 
     config.yaml          resolved configuration (written by the task-specific driver)
     metrics.jsonl        one JSON line per epoch: epoch, lr, train loss/metrics, val metrics, time
-    checkpoint.msgpack   last complete epoch: params, EMA params, optimiser state, counters
-    best.msgpack         EMA parameters with the best validation metric so far
+    checkpoints/<epoch>/ orbax: last complete epoch(s): params, EMA params, optimiser state, counters
+    best/<epoch>/        orbax: EMA parameters with the best validation metric so far
 
-Checkpoints are written atomically (temporary file + ``os.replace``) at the end of every
-``checkpoint_every`` epochs, with ``flax.serialization`` msgpack (portable between machines: plain
-arrays, no pickles). A run interrupted at any point resumes from the last complete epoch (loses at
-most one epoch). Shuffling is seeded by ``(seed, epoch)``, so an interrupted and resumed run
+Checkpoints (:mod:`difcrys.train.checkpoint`, orbax ``CheckpointManager``) are written at the end of
+every ``checkpoint_every`` epochs; orbax finalises a step by renaming its temporary folder, so a
+kill while saving keeps the previous step, and the stored tree is the flax state dict of plain
+arrays (portable between machines, no pickles). A run interrupted at any point resumes from the
+last complete epoch (loses at most one epoch). Shuffling is seeded by ``(seed, epoch)``, so an interrupted and resumed run
 follows the same trajectory as an uninterrupted one.
 
 Data parallelism: with ``devices = d > 1`` the batch axis of every batch leaf is sharded over a
@@ -40,7 +41,7 @@ import optax
 
 from difcrys.errors import ConfigError, ConvergenceError
 
-__all__ = ["TrainConfig", "Task", "FitResult", "fit", "make_optimizer", "save_msgpack", "load_msgpack"]
+__all__ = ["TrainConfig", "Task", "FitResult", "fit", "make_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,26 +161,6 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.inject_hyperparams(base)(learning_rate=float(cfg.lr))
 
 
-def save_msgpack(path, tree) -> None:
-    """Atomically write a pytree of arrays with ``flax.serialization`` (msgpack)."""
-    from flax import serialization
-
-    data = serialization.to_bytes(jax.device_get(tree))
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def load_msgpack(path, target):
-    """Read a msgpack checkpoint into the structure of ``target``."""
-    from flax import serialization
-
-    with open(path, "rb") as fh:
-        tree = serialization.from_bytes(target, fh.read())
-    return jax.tree_util.tree_map(jnp.asarray, tree)
-
-
 def _ema_update(ema, params, decay):
     return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
@@ -213,7 +194,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         task: a :class:`Task`.
         cfg: :class:`TrainConfig`.
         run_dir: the run folder (created).
-        resume: continue from ``run_dir/checkpoint.msgpack`` if it exists.
+        resume: continue from the checkpoint in ``run_dir`` if there is one.
         callback: called as ``callback(epoch, step)`` after every optimisation step (tests use it
             to interrupt a run).
 
@@ -224,8 +205,8 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         ConvergenceError: the loss became NaN or infinite.
     """
     os.makedirs(run_dir, exist_ok=True)
-    ckpt_path = os.path.join(run_dir, "checkpoint.msgpack")
-    best_path = os.path.join(run_dir, "best.msgpack")
+    from difcrys.train import checkpoint as ck
+
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     t_start = time.time()
 
@@ -242,8 +223,8 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         "lr": np.float64(cfg.lr),
         "step": np.int64(0),
     }
-    if resume and os.path.isfile(ckpt_path):
-        state = load_msgpack(ckpt_path, state)
+    if resume and ck.exists(run_dir, ck.CHECKPOINT):
+        state = ck.restore(run_dir, ck.CHECKPOINT, state)
     state["opt_state"].hyperparams["learning_rate"] = jnp.asarray(float(state["lr"]))
 
     sharded = cfg.devices > 1
@@ -306,7 +287,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
             state["best_metric"] = np.float64(metric)
             state["best_params"] = eval_params
             state["bad_epochs"] = np.int64(0)
-            save_msgpack(best_path, eval_params)
+            ck.save(run_dir, ck.BEST, eval_params, epoch + 1)
         else:
             state["bad_epochs"] = np.int64(int(state["bad_epochs"]) + 1)
         plateau = (not improved) and int(state["bad_epochs"]) > 0 and int(state["bad_epochs"]) % cfg.plateau_patience == 0
@@ -330,7 +311,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         elif cfg.time_limit_s is not None and time.time() - t_start > cfg.time_limit_s:
             stop = "time_limit"
         if (epoch + 1) % cfg.checkpoint_every == 0 or last or stop:
-            save_msgpack(ckpt_path, state)
+            ck.save(run_dir, ck.CHECKPOINT, state, epoch + 1)
         if cfg.verbose:
             print(f"epoch {epoch + 1}: loss {train_metrics.get('loss', float('nan')):.4g} "
                   f"val {task.val_metric} {metric:.4g} lr {lr:.3g} ({record['time_s']:.1f} s)", flush=True)

@@ -44,7 +44,8 @@ from difcrys.errors import ConfigError
 from difcrys.graph import Graph, bucket_size, neighbor_graph
 from difcrys.nn.potential import Potential, PotentialConfig, fit_statistics
 from difcrys.train.config import dataclass_from_dict, dump_yaml, load_yaml
-from difcrys.train.loop import TrainConfig, fit, load_msgpack
+from difcrys.train import checkpoint as ckpt
+from difcrys.train.loop import TrainConfig, fit
 from difcrys.units import GPA_EV_PER_ANG3
 
 __all__ = ["LossConfig", "PotentialTask", "GraphCache", "load_dataset", "train_potential", "load_run",
@@ -295,7 +296,7 @@ def train_potential(config, run_dir: str, *, variant: str | None = None, resume:
     """Train a potential from a YAML config (path) or dict into ``run_dir``.
 
     Writes ``config.yaml`` (resolved, with the fitted shift/scale), ``model.json``,
-    ``metrics.jsonl``, checkpoints, ``best.msgpack`` and, at the end, ``summary.json`` with the
+    ``metrics.jsonl``, orbax checkpoints (``checkpoints/``, ``best/``) and, at the end, ``summary.json`` with the
     validation and test errors and ``parity_*.png``.
 
     Returns:
@@ -351,7 +352,7 @@ def train_potential(config, run_dir: str, *, variant: str | None = None, resume:
 
 
 def load_run(run_dir: str, which: str = "best"):
-    """Load ``(Potential, params)`` from a run folder (portable: JSON + msgpack).
+    """Load ``(Potential, params)`` from a run folder (portable: JSON model card + orbax arrays).
 
     Args:
         which: ``"best"`` (best validation EMA weights) or ``"last"`` (last checkpoint's EMA weights).
@@ -362,16 +363,11 @@ def load_run(run_dir: str, which: str = "best"):
     with open(model_path) as fh:
         pot = Potential.from_json(fh.read())
     target = pot.init(jax.random.PRNGKey(0))
-    if which == "best" and os.path.isfile(os.path.join(run_dir, "best.msgpack")):
-        return pot, load_msgpack(os.path.join(run_dir, "best.msgpack"), target)
-    ck = os.path.join(run_dir, "checkpoint.msgpack")
-    if not os.path.isfile(ck):
-        raise ConfigError(f"{run_dir}: no checkpoint found (best.msgpack / checkpoint.msgpack)")
-    import flax.serialization as ser
-
-    with open(ck, "rb") as fh:
-        raw = ser.msgpack_restore(fh.read())
-    return pot, jax.tree_util.tree_map(jnp.asarray, ser.from_state_dict(target, raw["ema"]))
+    if which == "best" and ckpt.exists(run_dir, ckpt.BEST):
+        return pot, ckpt.restore(run_dir, ckpt.BEST, target)
+    if not ckpt.exists(run_dir, ckpt.CHECKPOINT):
+        raise ConfigError(f"{run_dir}: no checkpoint found (best/ or checkpoints/)")
+    return pot, ckpt.restore(run_dir, ckpt.CHECKPOINT, target, key="ema")
 
 
 def evaluate_dataset(pot: Potential, params, ds: Dataset, batch_size: int = 4, plot: str | None = None) -> dict:

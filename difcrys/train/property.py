@@ -12,8 +12,9 @@ of :mod:`difcrys.train.loop` does not thread through):
       config.json          task: property, resolved PropertyConfig, model class, target normalisation
                            (and, from a YAML config, the resolved YAML as ``source``)
       metrics.jsonl        one JSON line per epoch (epoch, lr, train loss/MAE, val MAE, seconds)
-      checkpoint.msgpack   last complete epoch (params, BN state, optimiser state, counters): resume
-      best.msgpack         parameters and BN state with the best validation MAE
+      checkpoints/<epoch>/ orbax: last complete epoch (params, BN state, optimiser state,
+                           counters): resume
+      best/<epoch>/        orbax: parameters and BN state with the best validation MAE
       results.json         final MAEs (val, test) in target units
       predictions_<split>.csv, parity_<split>.png
 
@@ -42,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
+from difcrys.train import checkpoint as ckpt_io
 
 from difcrys.errors import ConfigError, DifcrysError, StructureError
 from difcrys.graph import Graph
@@ -251,16 +252,6 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
-def _save(path, tree):
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(serialization.msgpack_serialize(serialization.to_state_dict(jax.device_get(tree))))
-    os.replace(tmp, path)
-
-
-def _load(path, target):
-    with open(path, "rb") as f:
-        return serialization.from_state_dict(target, serialization.msgpack_restore(f.read()))
 
 
 def _cached_featurize(ds, config: PropertyConfig, cache_dir) -> GraphData:
@@ -298,7 +289,7 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
         train_ds, val_ds: :class:`~difcrys.data.Dataset` with ``properties[config.target]``.
         run_dir: run folder (created; an existing checkpoint with the same config is resumed).
         test_ds: optional held-out set, evaluated once with the best model.
-        resume: resume from ``run_dir/checkpoint.msgpack`` if present.
+        resume: resume from the run folder's checkpoint if present.
         log: progress printer (``None`` to silence).
         cache_dir: optional folder where the featurised graphs of each data set are stored
             (``.npz``, keyed by the structures' ids, count and the graph settings) and reused.
@@ -337,13 +328,13 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
     opt_state = tx.init(variables["params"])
     ckpt = {"variables": variables, "opt_state": opt_state, "epoch": 0, "best_val": float("inf"),
             "best_epoch": -1, "bad": 0, "bad_lr": 0, "lr": config.lr, "seconds": 0.0}
-    if resume and (run / "checkpoint.msgpack").exists() and cfg_path.exists():
+    if resume and ckpt_io.exists(str(run), ckpt_io.CHECKPOINT) and cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         free = ("epochs", "max_time_s", "patience", "n_buckets")  # may change between resumed sessions
         strip = lambda d: {k: v for k, v in (d or {}).items() if k not in free}
         if strip(old.get("config")) != strip(resolved["config"]):
             raise ConfigError(f"{run} holds a run with a different config; use another run_dir or resume=False")
-        ckpt = _load(run / "checkpoint.msgpack", ckpt)
+        ckpt = ckpt_io.restore(str(run), ckpt_io.CHECKPOINT, ckpt)
         log(f"resumed from epoch {ckpt['epoch']}")
     else:
         (run / "metrics.jsonl").unlink(missing_ok=True)
@@ -402,7 +393,7 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
         improved = val_mae < ckpt["best_val"]
         if improved:
             ckpt.update(best_val=val_mae, best_epoch=epoch, bad=0, bad_lr=0)
-            _save(run / "best.msgpack", variables)
+            ckpt_io.save(str(run), ckpt_io.BEST, variables, epoch)
         else:
             ckpt["bad"] += 1
             ckpt["bad_lr"] += 1
@@ -417,12 +408,12 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
         log(f"epoch {epoch}: loss {train_loss:.4f} val MAE {val_mae:.4f} lr {ckpt['lr']:.2e} "
             f"({rec['seconds']:.1f} s){' *' if improved else ''}")
         ckpt.update(variables=variables, opt_state=opt_state, epoch=epoch, seconds=time.time() - t_start)
-        _save(run / "checkpoint.msgpack", ckpt)
+        ckpt_io.save(str(run), ckpt_io.CHECKPOINT, ckpt, epoch)
         if ckpt["bad"] >= config.patience:
             log(f"early stop at epoch {epoch} (best {ckpt['best_epoch']})")
             break
 
-    best = _load(run / "best.msgpack", variables) if (run / "best.msgpack").exists() else variables
+    best = ckpt_io.restore(str(run), ckpt_io.BEST, variables) if ckpt_io.exists(str(run), ckpt_io.BEST) else variables
     unit = resolved["units"]
     res = {"model": config.model, "target": config.target, "units": unit, "n_params": n_params,
            "n_train": len(gd_tr), "n_val": len(gd_va), "n_test": len(gd_te) if gd_te else 0,
@@ -450,9 +441,9 @@ class Predictor:
         if which not in ("best", "last", "checkpoint"):
             raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
         cfg_path = run / "config.json"
-        ck = run / ("best.msgpack" if which == "best" else "checkpoint.msgpack")
-        if not cfg_path.exists() or not ck.exists():
-            raise ConfigError(f"{run} is not a property run folder (needs config.json and {ck.name})")
+        kind = ckpt_io.BEST if which == "best" else ckpt_io.CHECKPOINT
+        if not cfg_path.exists() or not ckpt_io.exists(str(run), kind):
+            raise ConfigError(f"{run} is not a property run folder (needs config.json and a {kind} checkpoint)")
         meta = json.loads(cfg_path.read_text())
         if "config" not in meta or "target_mean" not in meta:
             raise ConfigError(f"{run} is not a property run folder (config.json has no property config)")
@@ -463,12 +454,8 @@ class Predictor:
         self.units = meta.get("units", "")
         self.model = build_model(self.config.model, self.config.model_kwargs)
         template = self.model.init(jax.random.PRNGKey(0))
-        if which == "best":
-            self.variables = _load(ck, template)
-        else:  # the last complete epoch: the variables inside the resumable checkpoint
-            with open(ck, "rb") as f:
-                raw = serialization.msgpack_restore(f.read())
-            self.variables = serialization.from_state_dict(template, raw["variables"])
+        # "last": the variables inside the resumable checkpoint of the last complete epoch
+        self.variables = ckpt_io.restore(str(run), kind, template, key=None if which == "best" else "variables")
 
     def featurize(self, crystals) -> GraphData:
         return featurize(crystals, self.config.k, self.config.graph_mode, self.config.shell_tol)
@@ -484,8 +471,8 @@ def load_predictor(run_dir, which: str = "best") -> Predictor:
 
     Args:
         run_dir: a property run folder.
-        which: ``"best"`` (best validation MAE, ``best.msgpack``) or ``"last"`` (last complete
-            epoch, from ``checkpoint.msgpack``; ``"checkpoint"`` is an alias).
+        which: ``"best"`` (best validation MAE, ``best/``) or ``"last"`` (last complete
+            epoch, from ``checkpoints/``; ``"checkpoint"`` is an alias).
     """
     return Predictor(run_dir, which)
 

@@ -3,6 +3,7 @@
 Usage (from the repository root)::
 
     python experiments/mlearn/run.py Si --time-limit 3000 [--variant test] [--set train.epochs=200]
+    python experiments/mlearn/run.py Si --model dpmd --time-limit 780     # the DeepPot-SE baseline
 
 Writes ``runs/mlearn_<El>/`` (checkpoints, metrics, parity plots) and merges the measured test
 errors into ``experiments/mlearn/results.json`` (with the settings and the command).
@@ -44,12 +45,17 @@ def main(argv=None):
     ap.add_argument("--run-dir", default=None)
     ap.add_argument("--set", action="append", default=[], help="override, e.g. train.epochs=100")
     ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--model", default="equivariant", choices=["equivariant", "dpmd"],
+                    help="dpmd: the DeepPot-SE baseline (configs/mlearn_<El>_dpmd.yaml)")
     args = ap.parse_args(argv)
 
     from difcrys.train.potential import train_potential
 
-    cfg_path = os.path.join(ROOT, "configs", f"mlearn_{args.element}.yaml")
-    run_dir = args.run_dir or os.path.join(ROOT, "runs", f"mlearn_{args.element}" + (f"_{args.variant}" if args.variant else ""))
+    tag = args.element + ("_dpmd" if args.model == "dpmd" else "")
+    cfg_path = os.path.join(ROOT, "configs", f"mlearn_{tag}.yaml")
+    if not os.path.isfile(cfg_path):
+        ap.error(f"no config {cfg_path}")
+    run_dir = args.run_dir or os.path.join(ROOT, "runs", f"mlearn_{tag}" + (f"_{args.variant}" if args.variant else ""))
     ov = _override(args.set)
     if args.time_limit:
         ov.setdefault("train", {})["time_limit_s"] = args.time_limit
@@ -78,7 +84,7 @@ def main(argv=None):
         with open(res_path) as fh:
             results = json.load(fh)
     if args.variant is None:
-        results[args.element] = entry
+        results[tag] = entry
         with open(res_path, "w") as fh:
             json.dump(results, fh, indent=2)
     print(json.dumps(entry, indent=2))

@@ -175,7 +175,7 @@ def main(argv=None):
             return {"command": cmd, "dtype": args.dtype, "atoms": n, "steps_requested": args.nvt_steps,
                     "steps_done": int(round(t[-1])), "completed": done, "dt_fs": 1.0,
                     "thermostat": "Langevin (BAOAB), friction 0.01/fs, started at 2 T" if lang
-                    else "Nose-Hoover chain, tau 100 fs, started at T", "target_K": T0,
+                    else "Nose-Hoover chain, tau 100 fs, started at 2 T", "target_K": T0,
                     "equilibration_fs": args.nvt_equil, "n_samples": int(keep.sum()),
                     "mean_T_K": float(T.mean()) if keep.any() else None,
                     "sem_T_K": block_sem(T, 50) if keep.any() else None,
@@ -191,19 +191,20 @@ def main(argv=None):
                 save(key)
             return stop
 
+        # both thermostats start from Maxwell-Boltzmann velocities at 2 T: in a harmonic-like solid
+        # half the kinetic energy flows into the potential, so T starts near T0 without a transient
+        rng = np.random.default_rng(2)
+        from difcrys.md.dynamics import masses_of
+        from difcrys.units import KB_EV_PER_K, FS
+        m = masses_of(big.numbers)[:, None]
+        v0 = rng.standard_normal((n, 3)) * np.sqrt(KB_EV_PER_K * 2 * T0 / m) * FS  # Å/fs at 2 T
+        v0 -= (m * v0).sum(0) / m.sum()
         if lang:
-            v0 = None
-            rng = np.random.default_rng(2)
-            from difcrys.md.dynamics import masses_of
-            from difcrys.units import KB_EV_PER_K, FS
-            m = masses_of(big.numbers)[:, None]
-            v0 = rng.standard_normal((n, 3)) * np.sqrt(KB_EV_PER_K * 2 * T0 / m) * FS  # Å/fs at 2 T
-            v0 -= (m * v0).sum(0) / m.sum()
             r = run_md(pot, params, big, ensemble="nvt_langevin", temperature=T0, steps=args.nvt_steps, dt=1.0,
                        log_every=10, seed=2, friction=0.01, velocities=v0, callback=cb)
         else:
             r = run_md(pot, params, big, ensemble="nvt", temperature=T0, steps=args.nvt_steps, dt=1.0,
-                       log_every=10, seed=2, tau_fs=100.0, callback=cb)
+                       log_every=10, seed=2, tau_fs=100.0, velocities=v0, callback=cb)
         frames.insert(0, {"time_fs": r.time_fs[0], "temperature": r.temperature[0]})
         out[key] = nvt_summary(int(round(r.time_fs[-1])) >= args.nvt_steps)
         print(json.dumps({k: v for k, v in out[key].items() if k != "series"}, indent=1), flush=True)
