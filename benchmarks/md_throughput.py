@@ -93,18 +93,25 @@ def main(argv=None):
         rows.append({"atoms": na, "steps_per_s": sps, "atom_steps_per_s": sps * na, "steps_per_cpu_s": spc,
                      "atom_steps_per_cpu_s": spc * na, "peak_mb": mem, "memory": kind})
         print(f"{na:8d} {sps:10.3f} {sps * na:14.1f} {spc:12.3f} {spc * na:16.1f} {mem:9.0f}", flush=True)
+        _dump(args, argv, rows, {})  # after every size: a long scan keeps what it measured
     scaling = {}
     if len(rows) >= 2:
         n_ = np.log([r["atoms"] for r in rows])
         for key in ("steps_per_s", "steps_per_cpu_s"):
             scaling[key] = float(-np.polyfit(n_, np.log([r[key] for r in rows]), 1)[0])
         print(f"time/step ∝ N^b: b = {scaling['steps_per_s']:.2f} (wall), {scaling['steps_per_cpu_s']:.2f} (CPU)")
+    _dump(args, argv, rows, scaling)
+    return 0
+
+
+def _dump(args, argv, rows, scaling):
+    import jax
+
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"backend": jax.default_backend(), "command": "python benchmarks/md_throughput.py "
                        + " ".join(sys.argv[1:] if argv is None else argv), "load_average": os.getloadavg(),
                        "rows": rows, "scaling_exponent": scaling}, fh, indent=2)
-    return 0
 
 
 if __name__ == "__main__":

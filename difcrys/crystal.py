@@ -265,27 +265,35 @@ class Crystal:
 
 
 def min_image_distance(frac: np.ndarray, lattice: np.ndarray) -> tuple[float, tuple[int, int]]:
-    """Smallest interatomic distance [Å] over all periodic images (host-side) and the pair."""
+    """Smallest interatomic distance [Å] over all periodic images (host-side) and the pair.
+
+    Exact for distances up to ``max(4 MIN_DISTANCE_ANG, 1 Å)`` (the images reaching that far are
+    included; larger minima are upper bounds, which is all validation needs). A k-d tree over the
+    periodic images (``scipy.spatial.cKDTree``) keeps it O(N log N): 32,768 atoms take about a
+    second instead of an O(N²) scan.
+    """
+    from scipy.spatial import cKDTree
+
     frac = np.asarray(frac, float)
     lattice = np.asarray(lattice, float)
     n = len(frac)
-    # number of images needed so that every distance < 1 Å... use the shortest cell height
     inv = np.linalg.inv(lattice)
     heights = 1.0 / np.linalg.norm(inv, axis=0)
     reach = max(MIN_DISTANCE_ANG * 4, 1.0)
     nrep = np.ceil(reach / heights).astype(int)
     rng = [np.arange(-k, k + 1) for k in nrep]
     shifts = np.stack(np.meshgrid(*rng, indexing="ij"), -1).reshape(-1, 3)
-    best, pair = np.inf, (0, 0)
-    f = frac - np.floor(frac)
-    for i in range(n):
-        d = (f[i] - f)[:, None, :] + shifts[None, :, :]  # [n, s, 3]
-        r = np.linalg.norm(d @ lattice, axis=-1)
-        r[i, np.all(shifts == 0, axis=1)] = np.inf
-        k = np.unravel_index(np.argmin(r), r.shape)
-        if r[k] < best:
-            best, pair = float(r[k]), (i, int(k[0]))
-    return best, pair
+    s0 = int(np.where(np.all(shifts == 0, axis=1))[0][0])
+    cart = (frac - np.floor(frac)) @ lattice
+    images = (cart[None, :, :] + (shifts @ lattice)[:, None, :]).reshape(-1, 3)  # [s * n + j]
+    k = min(3, len(images))
+    dist, idx = cKDTree(images).query(cart, k=k)
+    dist, idx = dist.reshape(n, k), idx.reshape(n, k)
+    dist = np.where(idx == s0 * n + np.arange(n)[:, None], np.inf, dist)  # each atom itself
+    i, c = np.unravel_index(np.argmin(dist), dist.shape)
+    if not np.isfinite(dist[i, c]):
+        return float("inf"), (0, 0)
+    return float(dist[i, c]), (int(i), int(idx[i, c] % n))
 
 
 def lattice_from_parameters(a, b, c, alpha, beta, gamma) -> np.ndarray:

@@ -460,3 +460,34 @@ def test_write_errors_and_conversions(tmp_path):
     assert len(io.to_ase(padded)) == 2
     assert_same(io.from_pymatgen(io.to_pymatgen(padded)), io.example("GaAs"))
     assert isinstance(io.from_ase(io.to_ase(padded)), Crystal)
+
+
+def test_min_image_distance_matches_brute_force_on_skewed_cells():
+    """The k-d tree over periodic images gives the same minimum distance as a brute-force scan of
+    every pair and image (skewed cells, atoms outside [0, 1), and a one-atom cell whose nearest
+    neighbour is its own image)."""
+    from difcrys.crystal import min_image_distance
+
+    rng = np.random.default_rng(0)
+
+    def brute(frac, L):
+        shifts = np.stack(np.meshgrid(*[np.arange(-3, 4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        best = np.inf
+        for i in range(len(frac)):
+            for j in range(len(frac)):
+                d = np.linalg.norm((frac[j] - frac[i] + shifts) @ L, axis=1)
+                if i == j:
+                    d = d[np.any(shifts != 0, axis=1)]
+                best = min(best, d.min())
+        return best
+
+    for trial in range(6):
+        L = np.diag(rng.uniform(2.5, 5.0, 3)) + rng.uniform(-1.0, 1.0, (3, 3)) * (trial % 2)
+        frac = rng.uniform(-1.0, 2.0, (int(rng.integers(2, 9)), 3))
+        d, (i, j) = min_image_distance(frac, L)
+        np.testing.assert_allclose(d, brute(frac, L), rtol=1e-12)
+        assert i != j or len(frac) == 1
+    L = np.array([[2.1, 0.0, 0.0], [0.7, 2.3, 0.0], [0.3, 0.4, 2.6]])
+    d, pair = min_image_distance(np.zeros((1, 3)), L)
+    np.testing.assert_allclose(d, brute(np.zeros((1, 3)), L), rtol=1e-12)
+    assert pair == (0, 0)

@@ -99,6 +99,12 @@ def main(argv=None):
     p.add_argument("--condition", default=None)
     p.add_argument("--guide-weight", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="cond mode: also sample with classifier-free guidance of this weight (model trained "
+                        "with the condition, e.g. an adapter fine-tune)")
+    p.add_argument("--samplings", nargs="+", default=["unguided", "guided"],
+                   choices=["unguided", "guided", "cfg"],
+                   help="cond mode: which samplings to compare (guided: gradient guidance by --predictor)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     from difcrys.cli_diffusion import evaluate_run, generate
@@ -127,9 +133,12 @@ def main(argv=None):
         pr = load_predictor(a.predictor)
         obj = gd.Objective(prop, kind, lo, hi)
         res = {"condition": a.condition, "predictor": a.predictor}
-        for label, kw in (("unguided", {}), ("guided", {"conditions": [a.condition],
-                                                        "predictors": [f"{prop}={a.predictor}"],
-                                                        "guide_weight": a.guide_weight})):
+        grad_kw = {"conditions": [a.condition], "predictors": [f"{prop}={a.predictor}"], "guide_weight": a.guide_weight}
+        cfg_kw = {"conditions": [a.condition], "guidance_scale": a.cfg_scale}
+        if "cfg" in a.samplings and a.cfg_scale is None:
+            p.error("--samplings cfg needs --cfg-scale")
+        plans = {"unguided": {}, "guided": grad_kw, "cfg": cfg_kw}
+        for label, kw in ((s, plans[s]) for s in a.samplings):
             t0 = time.time()
             g = generate(a.path, a.n_samples, seed=7, steps=a.steps, progress=False, **kw)
             good = [c for c in g["crystals"] if c is not None]
@@ -138,10 +147,12 @@ def main(argv=None):
             res[label] = {"n_samples": a.n_samples, "n_valid": len(good), "hit_rate_of_valid": float(hit.mean()) if good else 0.0,
                           "hit_rate_of_all": float(hit.sum() / a.n_samples), "pred_mean": float(np.mean(y)) if good else None,
                           "pred_std": float(np.std(y)) if good else None, "wall_time_s": time.time() - t0}
-            if label == "guided" and good:
-                render_grid(good[:8], os.path.join(HERE, f"{name}_grid.png"), title=f"{name}: {a.condition}")
-                res["grid"] = f"{name}_grid.png"
+            if label != "unguided" and good:
+                render_grid(good[:8], os.path.join(HERE, f"{name}_{label}_grid.png"),
+                            title=f"{name} ({label}): {a.condition}")
+                res[label]["grid"] = f"{name}_{label}_grid.png"
         res["guide_weight"] = a.guide_weight
+        res["cfg_scale"] = a.cfg_scale
         res["n_steps"] = g["n_steps"]
     res.update(_run_info(a.path))
     _merge(name, res)
