@@ -46,7 +46,7 @@ import numpy as np
 from difcrys.crystal import Crystal, chemical_symbol
 from difcrys.errors import ConfigError
 from difcrys.graph import edge_vectors_from_positions, neighbor_graph, safe_norm
-from difcrys.nn.potential import polynomial_envelope
+from difcrys.nn.potential import gated_interaction, polynomial_envelope
 from difcrys.tb.orbitals import OrbitalBasis
 
 __all__ = ["HamiltonianConfig", "HamiltonianNet", "HamiltonianModel", "HGraph", "reverse_edges"]
@@ -251,19 +251,8 @@ class HamiltonianNet(nn.Module):
         hidden = _hidden_irreps(C, cfg.l_max)
         norm = 1.0 / math.sqrt(max(float(cfg.avg_num_neighbors), 1e-6))
         for t in range(cfg.num_layers):
-            x = e3nn.flax.Linear(h.irreps, name=f"pre_{t}")(h)
-            msg = e3nn.tensor_product(x[receivers], sh, filter_ir_out=hidden)
-            w = e3nn.flax.MultiLayerPerceptron((cfg.radial_hidden, cfg.radial_hidden, msg.irreps.num_irreps),
-                                               act=jax.nn.silu, output_activation=False,
-                                               name=f"radial_{t}")(radial)
-            msg = msg * w
-            agg = e3nn.scatter_sum(msg, dst=senders, output_size=n, mode="drop") * norm
-            n_gates = hidden.filter(drop="0e").num_irreps
-            pre = e3nn.Irreps(f"{C + n_gates}x0e") + hidden.filter(drop="0e")
-            y = e3nn.flax.Linear(pre, force_irreps_out=True, name=f"post_{t}")(agg)
-            sc = e3nn.flax.Linear(pre, num_indexed_weights=nS, force_irreps_out=True, name=f"self_{t}")(species, h)
-            h = e3nn.gate(y + sc, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid,
-                          odd_act=jnp.tanh, odd_gate_act=jax.nn.sigmoid)
+            h = gated_interaction(h, sh, radial, species, senders, receivers, hidden, t=t, channels=C,
+                                  n_species=nS, radial_hidden=cfg.radial_hidden, norm=norm)
 
         # ---- edge blocks
         xa = e3nn.flax.Linear(h.irreps, name="edge_a")(h)[senders]

@@ -148,6 +148,30 @@ def _hidden_irreps(channels: int, l_max: int) -> e3nn.Irreps:
     return e3nn.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
 
 
+def gated_interaction(h, sh, radial, species, senders, receivers, target, *, t: int, channels: int,
+                      n_species: int, radial_hidden: int, norm: float):
+    """One NequIP-style interaction block, shared by the potential and the Hamiltonian network.
+
+    Messages ``Linear(h)[receivers] ⊗ Y(r̂)`` restricted to the irreps ``target``, weighted per path
+    by an MLP of the radial basis, summed onto ``senders`` and scaled by ``norm``; then a linear
+    layer plus a species-indexed self-connection, and a gated nonlinearity (SiLU on the scalars,
+    sigmoid gates on the other irreps). Call it inside a flax ``nn.compact`` method: its layers
+    become submodules of the caller, named ``pre_t``, ``radial_t``, ``post_t`` and ``self_t``.
+    """
+    n = h.shape[0]
+    x = e3nn.flax.Linear(h.irreps, name=f"pre_{t}")(h)
+    msg = e3nn.tensor_product(x[receivers], sh, filter_ir_out=target)
+    w = e3nn.flax.MultiLayerPerceptron((radial_hidden, radial_hidden, msg.irreps.num_irreps),
+                                       act=jax.nn.silu, output_activation=False, name=f"radial_{t}")(radial)
+    agg = e3nn.scatter_sum(msg * w, dst=senders, output_size=n, mode="drop") * norm
+    # gated nonlinearity: scalars + one gate per gated irrep, then the gated irreps
+    n_gates = target.filter(drop="0e").num_irreps
+    pre = e3nn.Irreps(f"{channels + n_gates}x0e") + target.filter(drop="0e")
+    y = e3nn.flax.Linear(pre, force_irreps_out=True, name=f"post_{t}")(agg)
+    sc = e3nn.flax.Linear(pre, num_indexed_weights=n_species, force_irreps_out=True, name=f"self_{t}")(species, h)
+    return e3nn.gate(y + sc, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid)
+
+
 class NequIP(nn.Module):
     """Per-atom outputs of the NequIP-like network (before scale and shift).
 
@@ -161,7 +185,6 @@ class NequIP(nn.Module):
     @nn.compact
     def __call__(self, species, vectors, senders, receivers, edge_mask):
         cfg = self.config
-        n = species.shape[0]
         n_species = len(cfg.species)
         dtype = vectors.dtype
         rc = cfg.cutoff
@@ -185,20 +208,8 @@ class NequIP(nn.Module):
         for t in range(cfg.num_layers):
             last = t == cfg.num_layers - 1
             target = e3nn.Irreps(f"{C}x0e") if last else hidden
-            x = e3nn.flax.Linear(h.irreps, name=f"pre_{t}")(h)
-            msg = e3nn.tensor_product(x[receivers], sh, filter_ir_out=target)
-            w = e3nn.flax.MultiLayerPerceptron((cfg.radial_hidden, cfg.radial_hidden, msg.irreps.num_irreps),
-                                               act=jax.nn.silu, output_activation=False,
-                                               name=f"radial_{t}")(radial)
-            msg = msg * w
-            agg = e3nn.scatter_sum(msg, dst=senders, output_size=n, mode="drop") * norm
-            # gated nonlinearity: scalars + one gate per gated irrep, then the gated irreps
-            n_gates = target.filter(drop="0e").num_irreps
-            pre = e3nn.Irreps(f"{C + n_gates}x0e") + target.filter(drop="0e")
-            y = e3nn.flax.Linear(pre, force_irreps_out=True, name=f"post_{t}")(agg)
-            sc = e3nn.flax.Linear(pre, num_indexed_weights=n_species, force_irreps_out=True,
-                                  name=f"self_{t}")(species, h)
-            h = e3nn.gate(y + sc, even_act=jax.nn.silu, even_gate_act=jax.nn.sigmoid)
+            h = gated_interaction(h, sh, radial, species, senders, receivers, target, t=t, channels=C,
+                                  n_species=n_species, radial_hidden=cfg.radial_hidden, norm=norm)
         out = e3nn.flax.Linear(f"{max(C // 2, 1)}x0e", name="readout_1")(h.filter(keep="0e"))
         out = e3nn.flax.Linear("0e", name="readout_2")(
             e3nn.IrrepsArray(out.irreps, jax.nn.silu(out.array)))
