@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import central_fd
 
 from difcrys.crystal import Crystal, supercell
 from difcrys.errors import ConfigError, ElementError, StructureError
@@ -202,16 +203,6 @@ def test_batch_independence_in_eval(model64, transformed_predictions):
 
 
 # ------------------------------------------------------------------------------- gradients
-def _fd(f, x, h=1e-5):
-    x = np.asarray(x, float)
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        e = np.zeros_like(x)
-        e[idx] = h
-        g[idx] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 def test_gradients_positions_lattice_and_soft_types_match_fd(model64):
     m, v = model64
     c = distorted(3)
@@ -225,8 +216,8 @@ def test_gradients_positions_lattice_and_soft_types_match_fd(model64):
 
     frac0, lat0 = np.asarray(cb.frac[0]), np.asarray(cb.lattice[0])
     gf, gl = jax.grad(y_of, argnums=(0, 1))(frac0, lat0)
-    np.testing.assert_allclose(gf, _fd(lambda x: float(y_of(x, lat0)), frac0), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(gl, _fd(lambda x: float(y_of(frac0, x)), lat0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gf, central_fd(lambda x: float(y_of(x, lat0)), frac0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gl, central_fd(lambda x: float(y_of(frac0, x)), lat0), rtol=1e-6, atol=1e-8)
     assert np.abs(gf).max() > 1e-6 and np.abs(gl).max() > 1e-6
     # soft types: one-hot probabilities reproduce the hard prediction; gradient w.r.t. them
     onehot = np.zeros((5, MAX_Z))
@@ -235,7 +226,7 @@ def test_gradients_positions_lattice_and_soft_types_match_fd(model64):
     probs = 0.8 * onehot + 0.2 / MAX_Z
     gp = jax.grad(lambda p: y_of(frac0, lat0, p))(probs)
     cols = [7, 8, 21, 37, 56]  # O, F, Ti, Sr, Ba columns (Z - 1)
-    sub = _fd(lambda x: float(y_of(frac0, lat0, np.concatenate([probs[:, :7], x, probs[:, 9:]], 1))),
+    sub = central_fd(lambda x: float(y_of(frac0, lat0, np.concatenate([probs[:, :7], x, probs[:, 9:]], 1))),
               probs[:, 7:9])
     np.testing.assert_allclose(np.asarray(gp)[:, 7:9], sub, rtol=1e-6, atol=1e-9)
     assert np.abs(np.asarray(gp)[:, cols]).max() > 1e-6

@@ -18,6 +18,7 @@ from conftest import require_data
 from difcrys import graph as G
 from difcrys.crystal import Crystal, pad
 from difcrys.errors import CapacityError, StructureError
+from _helpers import central_fd
 
 DATASETS = {
     "perov_5": ("perov_5", "test.csv"),
@@ -330,16 +331,6 @@ def _triclinic_crystal():
     return Crystal.create([14, 8, 8, 6], frac, lattice)
 
 
-def _central_fd(f, x, h=1e-5):
-    x = np.asarray(x, float)
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        e = np.zeros_like(x)
-        e[idx] = h
-        g[idx] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 def test_gradients_match_finite_differences():
     c = _triclinic_crystal()
     cutoff = 5.0
@@ -354,8 +345,8 @@ def test_gradients_match_finite_differences():
     frac, lat = np.asarray(c.frac), np.asarray(c.lattice)
     for fun in (energy, length_sum):
         gf, gl = jax.grad(fun, argnums=(0, 1))(c.frac, c.lattice)
-        np.testing.assert_allclose(gf, _central_fd(lambda x: float(fun(x, lat)), frac), rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(gl, _central_fd(lambda x: float(fun(frac, x)), lat), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gf, central_fd(lambda x: float(fun(x, lat)), frac), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gl, central_fd(lambda x: float(fun(frac, x)), lat), rtol=1e-6, atol=1e-7)
 
     # w.r.t. cartesian positions (lattice fixed): forces
     pos = np.asarray(c.positions)
@@ -363,7 +354,7 @@ def test_gradients_match_finite_differences():
     def e_pos(p):
         return _pair_energy(G.safe_norm(G.edge_vectors_from_positions(p, c.lattice, g)), cutoff)
 
-    np.testing.assert_allclose(jax.grad(e_pos)(pos), _central_fd(lambda x: float(e_pos(x)), pos),
+    np.testing.assert_allclose(jax.grad(e_pos)(pos), central_fd(lambda x: float(e_pos(x)), pos),
                                rtol=1e-6, atol=1e-7)
     # both routes give the same vectors
     np.testing.assert_allclose(G.edge_vectors_from_positions(pos, c.lattice, g), G.edge_vectors(c, g), atol=1e-12)
@@ -372,7 +363,7 @@ def test_gradients_match_finite_differences():
     e_rebuilt = lambda x: float(_pair_energy(  # noqa: E731
         G.edge_lengths(c.replace(frac=x), G.neighbor_graph(c.replace(frac=x), cutoff)), cutoff))
     gf = jax.grad(energy)(c.frac, c.lattice)
-    np.testing.assert_allclose(gf, _central_fd(e_rebuilt, frac, h=1e-5), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gf, central_fd(e_rebuilt, frac, h=1e-5), rtol=1e-5, atol=1e-7)
 
 
 def test_zero_length_edges_have_finite_gradients():

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import central_fd
 
 from difcrys.crystal import Crystal, supercell
 from difcrys.data import Dataset
@@ -97,16 +98,6 @@ def test_equivariant_head_invariances(equivariant_setup):
     assert abs(y[5] - y[0]) > 1e-5
 
 
-def _fd(f, x, h=1e-5):
-    x = np.asarray(x, float)
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        e = np.zeros_like(x)
-        e[idx] = h
-        g[idx] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 @pytest.mark.slow
 def test_equivariant_head_gradients_match_fd(equivariant_setup):
     """d prediction / d (frac, lattice, soft type probabilities) against central differences."""
@@ -129,10 +120,10 @@ def test_equivariant_head_gradients_match_fd(equivariant_setup):
     assert float(f(args[0], args[1], jnp.asarray(onehot[0]))) == pytest.approx(hard, rel=1e-10)
     gf, gl, gp = (np.asarray(x) for x in jax.jit(jax.grad(f, argnums=(0, 1, 2)))(*args))
     n = int((numbers[0] > 0).sum())
-    fd_f = _fd(lambda x: float(f(x, args[1], args[2])), frac0[0])
-    fd_l = _fd(lambda x: float(f(args[0], x, args[2])), lat0[0])
+    fd_f = central_fd(lambda x: float(f(x, args[1], args[2])), frac0[0])
+    fd_l = central_fd(lambda x: float(f(args[0], x, args[2])), lat0[0])
     cols = [7, 8]  # O, F probability columns (Z - 1)
-    fd_p = _fd(lambda x: float(f(args[0], args[1], jnp.asarray(p0).at[:, 7:9].set(x))), p0[:, 7:9])
+    fd_p = central_fd(lambda x: float(f(args[0], args[1], jnp.asarray(p0).at[:, 7:9].set(x))), p0[:, 7:9])
     np.testing.assert_allclose(gf[:n], fd_f[:n], rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(gl, fd_l, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(gp[:, cols], fd_p, rtol=1e-5, atol=1e-8)
