@@ -182,6 +182,18 @@ def write_frame(path, crystal_numbers, positions, lattice, energy, forces, stres
     ase.io.write(path, atoms, format="extxyz", append=append)
 
 
+def _first_graph(model, build, max_growths: int = 6):
+    """The initial neighbour graph, reallocating (outside jit) until nothing overflows; returns
+    ``(graph, number of reallocations)``."""
+    graph = build()
+    for growths in range(max_growths + 1):
+        if not bool(graph.overflow):
+            return graph, growths
+        model.grow(graph)
+        graph = build()
+    raise CapacityError("MD neighbour list still overflowing after reallocation")
+
+
 def run_md(potential, params, crystal: Crystal, *, ensemble: str = "nve", temperature: float = 300.0,
            steps: int = 1000, dt: float = 1.0, log_every: int = 10, seed: int = 0,
            tau_fs: float | None = None, friction: float = 0.01, skin: float = 1.0,
@@ -255,14 +267,7 @@ def run_md(potential, params, crystal: Crystal, *, ensemble: str = "nve", temper
 
     R0 = jnp.asarray(crystal.positions, dtype)
     key = jax.random.PRNGKey(seed)
-    graph = model.build(R0)
-    growths = 0
-    while bool(graph.overflow):
-        if growths > 6:
-            raise CapacityError("MD neighbour list still overflowing after reallocation")
-        model.grow(graph)
-        growths += 1
-        graph = model.build(R0)
+    graph, growths = _first_graph(model, lambda: model.build(R0))
     momenta = None if velocities is None else jnp.asarray(velocities, dtype) / FS * mass[:, None]
     if ens == "nve":
         state = init(key, R0, kT, mass=mass, momenta=momenta, graph=graph)
@@ -383,14 +388,7 @@ def _run_npt(potential, params, crystal, *, temperature, pressure, steps, dt, lo
     init, apply = simulate.npt_nose_hoover(energy_fn, shift_fn, dt_u, p_ev, kT,
                                            barostat_kwargs={"tau": tau_p}, thermostat_kwargs={"tau": tau_t})
     S0 = jnp.asarray(crystal.frac, dtype)
-    graph = model.build_frac(S0, box0)
-    growths = 0
-    while bool(graph.overflow):
-        if growths > 6:
-            raise CapacityError("MD neighbour list still overflowing after reallocation")
-        model.grow(graph)
-        growths += 1
-        graph = model.build_frac(S0, box0)
+    graph, growths = _first_graph(model, lambda: model.build_frac(S0, box0))
     momenta = None if velocities is None else jnp.asarray(velocities, dtype) / FS * mass[:, None]
     state = init(jax.random.PRNGKey(seed), S0, box0, mass=mass, momenta=momenta, graph=graph)
     half_skin = 0.5 * model.skin
