@@ -8,11 +8,10 @@ prints them as ``difcrys: error: ...``). :func:`main` runs them standalone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from difcrys.errors import ConfigError, DifcrysError
+from difcrys.errors import ConfigError
 
 
 def _enable_x64():
@@ -180,15 +179,10 @@ def register(subparsers) -> None:
 
 
 def main(argv=None) -> int:
-    """Standalone entry point: ``python -m difcrys.cli_xrd xrd Si``."""
-    parser = argparse.ArgumentParser(prog="difcrys")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DifcrysError as e:
-        print(f"difcrys: error: {e}", file=sys.stderr)
-        return 2
+    """Standalone entry point: ``python -m difcrys.cli_xrd xrd Si`` (the ``difcrys`` command's parser)."""
+    from difcrys.cli import main as difcrys_main
+
+    return difcrys_main(argv)
 
 
 if __name__ == "__main__":
