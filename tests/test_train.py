@@ -290,3 +290,19 @@ def test_checkpoints_are_orbax_and_legacy_msgpack_still_loads(tmp_path):
     np.testing.assert_array_equal(np.asarray(old["w"]), np.asarray(res.params["w"]))
     with pytest.raises(ConfigError, match="no checkpoints checkpoint"):
         ck.restore(str(legacy), ck.CHECKPOINT, None)
+
+
+def test_fresh_run_in_an_old_folder_replaces_its_checkpoints(tmp_path):
+    """resume=False in a folder holding a longer run: the old run's higher epoch numbers must not
+    stay the 'latest' checkpoint, and the metrics log starts again."""
+    from difcrys.train import checkpoint as ck
+
+    task = LinearTask()
+    run = str(tmp_path / "run")
+    fit(task, TrainConfig(**{**CFG, "epochs": 6}), run)
+    short = fit(task, TrainConfig(**{**CFG, "epochs": 2, "lr": 0.01}), run, resume=False)
+    assert ck.latest_step(run, ck.CHECKPOINT) == 2 and ck.latest_step(run, ck.BEST) <= 2
+    state = ck.restore(run, ck.CHECKPOINT)
+    np.testing.assert_array_equal(state["params"]["w"], np.asarray(short.last_params["w"]))
+    lines = [json.loads(s) for s in open(os.path.join(run, "metrics.jsonl"))]
+    assert [r["epoch"] for r in lines] == [1, 2]

@@ -26,7 +26,7 @@ import numpy as np
 
 from difcrys.errors import ConfigError
 
-__all__ = ["save", "restore", "exists", "latest_step", "CHECKPOINT", "BEST"]
+__all__ = ["save", "restore", "exists", "latest_step", "clear", "CHECKPOINT", "BEST"]
 
 CHECKPOINT = "checkpoints"
 BEST = "best"
@@ -105,6 +105,21 @@ def latest_step(run_dir: str, kind: str = CHECKPOINT) -> int | None:
 def exists(run_dir: str, kind: str = CHECKPOINT) -> bool:
     """True when ``run_dir`` holds a checkpoint of this kind (orbax, or a legacy msgpack file)."""
     return latest_step(run_dir, kind) is not None or os.path.isfile(os.path.join(run_dir, _LEGACY[kind]))
+
+
+def clear(run_dir: str) -> None:
+    """Remove every checkpoint of ``run_dir`` (orbax folders and legacy msgpack files).
+
+    Called when a run starts from scratch in an existing folder: otherwise the old run's higher
+    epoch numbers would stay the "latest" steps and be loaded instead of the new run's.
+    """
+    import shutil
+
+    for kind in _KEEP:
+        shutil.rmtree(os.path.join(run_dir, kind), ignore_errors=True)
+        legacy = os.path.join(run_dir, _LEGACY[kind])
+        if os.path.isfile(legacy):
+            os.remove(legacy)
 
 
 def save(run_dir: str, kind: str, tree, step: int) -> None:

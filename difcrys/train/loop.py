@@ -225,6 +225,10 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
     }
     if resume and ck.exists(run_dir, ck.CHECKPOINT):
         state = ck.restore(run_dir, ck.CHECKPOINT, state)
+    else:  # a fresh run: drop an earlier run's checkpoints and log from this folder
+        ck.clear(run_dir)
+        if os.path.isfile(metrics_path):
+            os.remove(metrics_path)
     state["opt_state"].hyperparams["learning_rate"] = jnp.asarray(float(state["lr"]))
 
     sharded = cfg.devices > 1

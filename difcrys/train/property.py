@@ -338,6 +338,7 @@ def train_property(config: PropertyConfig, train_ds, val_ds, run_dir, test_ds=No
         log(f"resumed from epoch {ckpt['epoch']}")
     else:
         (run / "metrics.jsonl").unlink(missing_ok=True)
+        ckpt_io.clear(str(run))
     _write_json(cfg_path, resolved)
     n_params = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(ckpt["variables"]["params"])))
 
