@@ -7,6 +7,7 @@ Examples::
     difcrys bands runs/deeph_graphene graphene.cif --path GMKG --plot bands.png
     difcrys bands experiments/deeph/data/graphene_000.npz --plot bands.png        # stored H, S
     difcrys bands runs/deeph_graphene tbg.xyz --sparse 20                         # large: eigenvalues near E_F
+    difcrys bands runs/deeph_graphene data/graphene3_000.npz --compare data/graphene3_000.npz --plot cmp.png
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ __all__ = ["register", "cmd_bands", "cmd_evaluate"]
 
 def _operator(args):
     """(TBOperator, description) from RUN_DIR STRUCTURE or an operator file / DeePTB folder."""
-    from difcrys.tb.operators import TBOperator
-
     inputs = list(args.inputs)
     src = inputs[0]
     if os.path.isdir(src) and os.path.isfile(os.path.join(src, "model.json")):
@@ -35,19 +34,32 @@ def _operator(args):
         from difcrys.train.hamiltonian import load_run
 
         model, params = load_run(src, args.which)
-        crystal = io.read(inputs[1])
+        crystal = _load_operator(inputs[1]).crystal if _is_operator(inputs[1]) else io.read(inputs[1])
         t0 = time.time()
         op = model.predict_operator(params, crystal)
         return op, {"source": "model", "run_dir": src, "structure": inputs[1], "predict_s": time.time() - t0}
     if len(inputs) != 1:
         raise ConfigError("difcrys bands OPERATOR: an operator file (.npz) or DeePTB folder takes no structure")
-    if os.path.isdir(src):
+    if not _is_operator(src):
+        raise ConfigError(f"{src}: not a Hamiltonian run folder, .npz operator or DeePTB folder")
+    return _load_operator(src), {"source": "deeptb" if os.path.isdir(src) else "npz", "path": src}
+
+
+def _is_operator(path) -> bool:
+    return str(path).endswith(".npz") or (os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.json")))
+
+
+def _load_operator(path):
+    """A stored operator: ``.npz`` (:meth:`TBOperator.to_npz`, PySCF data) or a DeePTB/ABACUS folder."""
+    from difcrys.tb.operators import TBOperator
+
+    if os.path.isdir(path):
         from difcrys.data.hamiltonian import read_hamiltonian_h5
 
-        return TBOperator.from_hamiltonian_data(read_hamiltonian_h5(src)), {"source": "deeptb", "path": src}
-    if src.endswith(".npz"):
-        return TBOperator.from_npz(src), {"source": "npz", "path": src}
-    raise ConfigError(f"{src}: not a Hamiltonian run folder, .npz operator or DeePTB folder")
+        return TBOperator.from_hamiltonian_data(read_hamiltonian_h5(path))
+    if str(path).endswith(".npz"):
+        return TBOperator.from_npz(path)
+    raise ConfigError(f"{path}: not an .npz operator or DeePTB folder")
 
 
 def cmd_bands(args) -> int:
@@ -77,9 +89,30 @@ def cmd_bands(args) -> int:
         if nel is not None:
             nocc = int(round(nel / 2))
             out["gap_ev"] = float(eig[:, nocc:].min() - eig[:, :nocc].max())
+        ref_eig = None
+        if args.compare:
+            # reference bands (e.g. DFT H and S) on the same k-points, compared band by band within
+            # --window of the reference's Fermi level
+            rop = _load_operator(args.compare)
+            if rop.n_orbitals != op.n_orbitals:
+                raise ConfigError(f"--compare {args.compare}: {rop.n_orbitals} orbitals, the bands have {op.n_orbitals}")
+            ref_eig = solve.eigenvalues(rop, bs["kpts"])
+            rnel = nel if nel is not None else rop.meta.get("n_electrons")
+            if rnel is None:
+                raise ConfigError("--compare needs --electrons (or an operator that stores n_electrons)")
+            mu_ref = solve.fermi_level(ref_eig, float(rnel))
+            win = np.abs(ref_eig - mu_ref) < args.window
+            d = np.abs(eig - ref_eig)[win]
+            out.update(compare=args.compare, compare_fermi_level_ev=mu_ref, compare_window_ev=args.window,
+                       compare_n=int(d.size), compare_mae_meV=1000.0 * float(d.mean()) if d.size else None,
+                       compare_max_meV=1000.0 * float(d.max()) if d.size else None)
+            if args.reference is None:
+                ref = mu_ref
+                out["reference_ev"] = ref
         e_dos, g = solve.dos(op, mesh=tuple(args.dos_mesh), method=args.dos_method, width=args.dos_width)
         if args.plot:
-            _plot(bs, e_dos, g, ref, args.plot, title=os.path.basename(str(args.inputs[-1])))
+            _plot(bs, e_dos, g, ref, args.plot, title=os.path.basename(str(args.inputs[-1])),
+                  ref_eig=ref_eig, ylim=(-args.window - 1.0, args.window + 1.0) if ref_eig is not None else None)
             out["plot"] = args.plot
         if args.out:
             np.savez_compressed(args.out, kpts=bs["kpts"], x=bs["x"], eigenvalues_ev=eig, dos_energy_ev=e_dos, dos=g)
@@ -88,11 +121,13 @@ def cmd_bands(args) -> int:
     return 0
 
 
-def _plot(bs, e_dos, g, ref, filename, title=""):
+def _plot(bs, e_dos, g, ref, filename, title="", ref_eig=None, ylim=None):
     from difcrys.dft.bandstructure import draw_bands_dos
 
     ref = 0.0 if ref is None else ref
-    draw_bands_dos(bs, bs["eigenvalues"] - ref, e_dos - ref, g, filename, title)
+    draw_bands_dos(bs, bs["eigenvalues"] - ref, e_dos - ref, g, filename, title,
+                   ref_eig_ev=None if ref_eig is None else ref_eig - ref, labels=("prediction", "reference"),
+                   ylim=ylim)
 
 
 def cmd_evaluate(args) -> int:
@@ -149,6 +184,10 @@ def register(subparsers) -> None:
                    help="large systems: only the N eigenvalues at Γ nearest --sigma (shift-invert)")
     b.add_argument("--sigma", type=float, default=None, help="energy [eV] for --sparse")
     b.add_argument("--which", choices=["best", "last"], default="best")
+    b.add_argument("--compare", default=None, metavar="OPERATOR",
+                   help="reference H, S (.npz or DeePTB folder, e.g. the DFT ones): its bands on the same path are "
+                        "overlaid and compared band by band (MAE, max) within --window of its Fermi level")
+    b.add_argument("--window", type=float, default=2.0, help="half-width [eV] of the --compare window")
     b.add_argument("--plot", default=None, help="bands + DOS figure (PNG/PDF)")
     b.add_argument("--out", default=None, help="write k-points, bands and DOS (.npz)")
     b.add_argument("--json", action="store_true")

@@ -1,5 +1,6 @@
 """difcrys.tb: orbital conventions, Bloch sums, generalized eigenproblem, bands, DOS, sparse solver."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -165,3 +166,65 @@ def test_si64_abacus_bands_from_given_h_and_s():
     vb = e[0, 127] - e[0, 0]
     assert 11.5 < vb < 13.5
     assert 0.5 < e[0, 128] - e[0, 127] < 3.0
+
+
+def test_generalized_eigvalsh_derivative_matches_finite_differences():
+    """Hellmann–Feynman JVP of ε(H, S) against central differences, complex Hermitian H, S."""
+    import jax.numpy as jnp
+
+    from difcrys.tb.solve import generalized_eigvalsh
+
+    rng = np.random.default_rng(0)
+    n = 6
+
+    def herm(scale):
+        a = rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))
+        return scale * (a + a.conj().T) / 2
+
+    H, dH = herm(1.0), herm(1.0)
+    S, dS = np.eye(n) + herm(0.05), herm(0.05)
+    f = lambda t: generalized_eigvalsh(jnp.asarray(H + t * dH), jnp.asarray(S + t * dS))  # noqa: E731
+    _, jvp = jax.jvp(f, (0.0,), (1.0,))
+    h = 1e-5
+    fd = (np.asarray(f(h)) - np.asarray(f(-h))) / (2 * h)
+    np.testing.assert_allclose(np.asarray(jvp), fd, atol=1e-7)
+    # exactly degenerate levels: the gradient stays finite and the sum over the pair is exact
+    Hd = np.diag([0.0, 1.0, 1.0, 2.0, 3.0, 4.0]).astype(complex)
+    g = jax.grad(lambda x: jnp.sum(generalized_eigvalsh(jnp.asarray(Hd) + x * jnp.asarray(dH),
+                                                        jnp.eye(n, dtype=complex))[1:3]))(0.0)
+    w = np.linalg.eigvalsh(dH[1:3, 1:3])
+    assert np.isfinite(float(g)) and abs(float(g) - w.sum()) < 1e-10
+
+
+def test_bands_cli_compare_against_a_reference_operator(tmp_path, capsys):
+    """`difcrys bands OPERATOR --compare REF`: band-by-band errors within the window of the
+    reference's Fermi level; zero against itself, the truncation error against a truncated copy
+    (which must agree with the eigenvalues computed directly), and a clear error for a mismatch."""
+    import json
+    import os
+
+    from difcrys.cli import main
+    from difcrys.symmetry import band_path
+    from difcrys.train.hamiltonian import truncate
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = os.path.join(root, "experiments", "deeph", "data", "graphene_000.npz")
+    op = TBOperator.from_npz(full)
+    cut = str(tmp_path / "cut.npz")
+    truncate(op, 4.5).to_npz(cut)
+    args = ["--path", "GMKG", "--points", "15", "--dos-mesh", "3", "3", "1", "--json"]
+    assert main(["bands", full, "--compare", full] + args) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["compare_n"] > 20 and res["compare_mae_meV"] == 0.0
+    assert main(["bands", cut, "--compare", full, "--plot", str(tmp_path / "c.png")] + args) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    k = band_path(op.crystal, npoints=15, path="GMKG").kpts
+    e_full, e_cut = eigenvalues(op, k), eigenvalues(truncate(op, 4.5), k)
+    win = np.abs(e_full - res["compare_fermi_level_ev"]) < 2.0
+    assert res["compare_n"] == int(win.sum())
+    np.testing.assert_allclose(res["compare_mae_meV"], 1000 * np.abs(e_cut - e_full)[win].mean(), rtol=1e-9)
+    assert res["compare_mae_meV"] > 1.0  # the 4.5 Å truncation costs tens of meV (README)
+    assert os.path.getsize(tmp_path / "c.png") > 1000
+    assert main(["bands", full, "--compare", os.path.join(root, "experiments", "deeph", "data", "graphene3_000.npz")]
+                + args) == 2
+    assert "72 orbitals, the bands have 32" in capsys.readouterr().err

@@ -149,18 +149,25 @@ def dos(res, energies=None, method: str = "gaussian", width: float = 0.005, mesh
     raise ConfigError(f"unknown DOS method {method!r}; choose gaussian or tetrahedron")
 
 
-def draw_bands_dos(bs: dict, eig_ev, dos_e_ev, dos_g, filename: str, title: str = "") -> None:
+def draw_bands_dos(bs: dict, eig_ev, dos_e_ev, dos_g, filename: str, title: str = "", ref_eig_ev=None,
+                   labels=("bands", "reference"), ylim=None) -> None:
     """Band structure + DOS figure: ``bs`` gives the path (``x``, ``label_x``, ``labels``),
     ``eig_ev`` ``[nk, nb]`` the bands and ``dos_e_ev``, ``dos_g`` [states/eV/cell] the DOS, all in
-    eV relative to the reference energy (drawn dashed at 0). Shared by ``difcrys scf --plot``
-    (plane-wave bands) and ``difcrys bands --plot`` (localized-basis bands)."""
+    eV relative to the reference energy (drawn dashed at 0). ``ref_eig_ev`` (optional) overlays
+    reference bands (black, dashed). Shared by ``difcrys scf --plot`` (plane-wave bands) and
+    ``difcrys bands --plot`` (localized-basis bands)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8, 5), gridspec_kw={"width_ratios": [3, 1]}, sharey=True)
-    ax.plot(bs["x"], np.asarray(eig_ev), color="tab:blue", lw=1.0)
+    lines = ax.plot(bs["x"], np.asarray(eig_ev), color="tab:blue", lw=1.0)
+    if ref_eig_ev is not None:
+        rl = ax.plot(bs["x"], np.asarray(ref_eig_ev), color="k", lw=0.8, ls="--")
+        ax.legend([lines[0], rl[0]], list(labels), loc="upper right", fontsize=8)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     for xv in bs["label_x"]:
         ax.axvline(xv, color="0.7", lw=0.6)
     ax.axhline(0.0, color="0.4", lw=0.6, ls="--")

@@ -22,7 +22,7 @@ import numpy as np
 from difcrys.errors import ConfigError, ConvergenceError
 from difcrys.tb.operators import OverlapError, TBOperator
 
-__all__ = ["generalized_eigh", "eigenvalues", "band_structure", "fermi_level", "dos", "eigs_near",
+__all__ = ["generalized_eigh", "generalized_eigvalsh", "eigenvalues", "band_structure", "fermi_level", "dos", "eigs_near",
            "S_MIN_DEFAULT"]
 
 S_MIN_DEFAULT = 1e-6  # smallest accepted overlap eigenvalue (relative to the largest)
@@ -47,6 +47,30 @@ def generalized_eigh(Hk, Sk):
     A = 0.5 * (A + jnp.conj(jnp.swapaxes(A, -1, -2)))
     eps, Y = jnp.linalg.eigh(A)
     return eps, X @ Y, s[..., 0] / s[..., -1]
+
+
+@jax.custom_jvp
+def generalized_eigvalsh(Hk, Sk):
+    """Eigenvalues ``[..., N]`` (ascending) of ``H c = ε S c``, differentiable with the
+    Hellmann–Feynman derivative ``dε_n = Re c_n^† (dH − ε_n dS) c_n`` (``c_n`` S-orthonormal).
+
+    Unlike differentiating through :func:`jax.numpy.linalg.eigh`, the derivative never divides by
+    eigenvalue gaps, so (near-)degenerate levels give finite gradients (for exactly degenerate
+    levels it is the derivative of the levels in the eigenvector basis the solver returned; sums
+    over a degenerate group are exact). Used for band-energy losses.
+    """
+    return generalized_eigh(Hk, Sk)[0]
+
+
+@generalized_eigvalsh.defjvp
+def _generalized_eigvalsh_jvp(primals, tangents):
+    Hk, Sk = primals
+    dH, dS = tangents
+    eps, C, _ = generalized_eigh(Hk, Sk)
+    Ch = jnp.conj(jnp.swapaxes(C, -1, -2))
+    dHn = jnp.real(jnp.einsum("...ni,...ij,...jn->...n", Ch, dH, C))
+    dSn = jnp.real(jnp.einsum("...ni,...ij,...jn->...n", Ch, dS, C))
+    return eps, dHn - eps * dSn
 
 
 def _check_overlap(s_rel, s_min, kpts):

@@ -17,13 +17,15 @@ Config sections (YAML)::
     task: hamiltonian
     name: graphene
     data:
-      train: {glob: experiments/deeph/data/graphene_0*.npz}      # or {deeptb: PATH} / {files: [...]}
+      train: {glob: experiments/deeph/data/graphene_0*.npz}      # or {deeptb: PATH, n_electrons: N,
+                                                                 #     kpoints: [[...]]} / {files: [...]}
       val_fraction: 0.15                                         # or val: {...}
       test: {held_out: {glob: ...}}                              # optional named test sets
       band_window_ev: 1.0                                        # |E − E_F| window of band metrics
     model: {basis: {C: [0, 1]}, cutoff: 6.0, ...}                # HamiltonianConfig
-    loss: {H: 1.0, S: 1.0}
+    loss: {H: 1.0, S: 1.0, bands: 0.0}                           # HLossConfig (band loss optional)
     train: {...}                                                 # TrainConfig
+    finetune: {from_run: RUN_DIR}                                # optional: start from a trained run
 """
 
 from __future__ import annotations
@@ -46,15 +48,32 @@ from difcrys.train import checkpoint as ckpt
 from difcrys.train.loop import TrainConfig, fit
 
 __all__ = ["HLossConfig", "load_operators", "HamiltonianTask", "train_hamiltonian", "load_run",
-           "block_errors", "band_errors"]
+           "block_errors", "band_errors", "fit_two_centre", "fit_statistics"]
 
 
 @dataclasses.dataclass(frozen=True)
 class HLossConfig:
-    """Loss weights: ``H`` on Hamiltonian blocks [1/eV^2], ``S`` on overlap blocks."""
+    """Loss weights and band-loss settings.
+
+    Attributes:
+        H: weight of the block loss on Hamiltonian entries [1/eV^2].
+        S: weight of the block loss on overlap entries.
+        bands: weight of the band-energy loss [1/eV^2] (0: off): mean squared difference between
+            the eigenvalues of the predicted ``H(k) c = ε S(k) c`` and the reference band
+            energies, over the bands within ``band_window_ev`` of the reference Fermi level at
+            ``band_kpoints`` (index-matched, ascending). Differentiated with the Hellmann–Feynman
+            derivative (:func:`difcrys.tb.solve.generalized_eigvalsh`).
+        band_kpoints: fractional k-points of the band loss; ``None``: the DFT mesh stored with
+            each structure (``kpts_mesh``, reference energies ``eig_mesh``), else Γ. With explicit
+            k-points the reference energies are the eigenvalues of the structure's own H and S.
+        band_window_ev: half-width of the energy window of the band loss [eV].
+    """
 
     H: float = 1.0
     S: float = 1.0
+    bands: float = 0.0
+    band_kpoints: list | None = None
+    band_window_ev: float = 2.0
 
 
 # ------------------------------------------------------------------------------------ data
@@ -71,7 +90,7 @@ def _resolve(path: str, base: str | None) -> str:
 
 
 def load_operators(spec, base: str | None = None) -> list[TBOperator]:
-    """Read a data spec: ``{glob: PATTERN}``, ``{files: [...]}``, ``{deeptb: FOLDER}`` or a path.
+    """Read a data spec: ``{glob: PATTERN or [PATTERNS]}``, ``{files: [...]}``, ``{deeptb: FOLDER}`` or a path.
 
     Raises:
         ConfigError: unknown spec or nothing matched.
@@ -80,15 +99,26 @@ def load_operators(spec, base: str | None = None) -> list[TBOperator]:
         spec = {"deeptb": spec} if os.path.isdir(_resolve(spec, base)) else {"files": [spec]}
     if not isinstance(spec, dict):
         raise ConfigError(f"data spec must be a mapping or a path, got {spec!r}")
+    spec = {k: v for k, v in spec.items() if v is not None}  # a variant may null out a base key
+    if len({"deeptb", "glob", "files"} & set(spec)) > 1:
+        raise ConfigError(f"data spec {spec} names more than one of deeptb, glob, files")
     if "deeptb" in spec:
         from difcrys.data.hamiltonian import read_hamiltonian_h5
 
         hd = read_hamiltonian_h5(_resolve(spec["deeptb"], base))
-        return [TBOperator.from_hamiltonian_data(hd, p_order=spec.get("p_order", "yzx"))]
+        op = TBOperator.from_hamiltonian_data(hd, p_order=spec.get("p_order", "yzx"))
+        if "n_electrons" in spec:  # places the Fermi level of band metrics and the band loss
+            op.meta["n_electrons"] = float(spec["n_electrons"])
+        if "kpoints" in spec:  # fractional k-points of the band metrics
+            op.meta["kpoints"] = np.atleast_2d(np.asarray(spec["kpoints"], float))
+        return [op]
     if "glob" in spec:
-        files = sorted(_glob.glob(_resolve(spec["glob"], base)))
-        if not files and base:
-            files = sorted(_glob.glob(os.path.join(base, spec["glob"])))
+        files = []
+        for pat in [spec["glob"]] if isinstance(spec["glob"], str) else list(spec["glob"]):
+            found = sorted(_glob.glob(_resolve(pat, base)))
+            if not found and base:
+                found = sorted(_glob.glob(os.path.join(base, pat)))
+            files += [f for f in found if f not in files]
     elif "files" in spec:
         files = [_resolve(f, base) for f in spec["files"]]
     else:
@@ -162,8 +192,55 @@ def _hgraph(b):
                   reverse=b["reverse"])
 
 
+def _band_targets(op: TBOperator, loss: HLossConfig, n_max: int, no: int):
+    """Reference band energies of one structure: ``(kpts [K,3], eig [K, n_max·no], mask)``."""
+    from difcrys.tb.solve import eigenvalues, fermi_level
+
+    if loss.band_kpoints is None and "eig_mesh" in op.meta:
+        kp, e = np.asarray(op.meta["kpts_mesh"], float), np.asarray(op.meta["eig_mesh"], float)
+        mu = float(op.meta.get("mu_ev", np.nan))
+        if not np.isfinite(mu):
+            mu = fermi_level(e, float(op.meta["n_electrons"]))
+    else:
+        kp = np.zeros((1, 3)) if loss.band_kpoints is None else np.atleast_2d(np.asarray(loss.band_kpoints, float))
+        e = eigenvalues(op, kp)
+        nel = op.meta.get("n_electrons")
+        if nel is None:
+            raise ConfigError(f"{op.meta.get('file', 'structure')}: the band loss needs the electron count "
+                              "(n_electrons) to place the Fermi level")
+        mu = fermi_level(e, float(nel))
+    N = n_max * no
+    nb = min(e.shape[1], N)
+    eig = np.zeros((len(kp), N))
+    eig[:, :nb] = e[:, :nb]
+    mask = np.zeros((len(kp), N), bool)
+    mask[:, :nb] = np.abs(e[:, :nb] - mu) < loss.band_window_ev
+    return kp, eig, mask
+
+
+def _bloch_dense(pred, b, kpts, name):
+    """Dense Bloch matrices ``[K, n·no, n·no]`` of predicted blocks of one (padded) structure;
+    padding orbitals get ``S = 1`` and ``H = 10^3 eV`` on the diagonal (above every window)."""
+    n, no = b["H_onsite"].shape[0], b["H_onsite"].shape[-1]
+    E = pred[f"{name}_edge"]
+    On = pred[f"{name}_onsite"]
+    valid = b["orb_mask"].reshape(-1)
+    pad_diag = jnp.where(valid, 0.0, 1.0e3 if name == "H" else 1.0)
+    phase = jnp.exp(2j * jnp.pi * (kpts @ b["shifts"].T.astype(kpts.dtype)))  # [K, E]
+
+    def one(ph):
+        m4 = jnp.zeros((n, n, no, no), ph.dtype)
+        m4 = m4.at[b["senders"], b["receivers"]].add(ph[:, None, None] * E, mode="drop")
+        m4 = m4.at[jnp.arange(n), jnp.arange(n)].add(On)
+        m = m4.transpose(0, 2, 1, 3).reshape(n * no, n * no)
+        m = jnp.where(valid[:, None] & valid[None, :], m, 0.0)
+        return m + jnp.diag(pad_diag)
+
+    return jax.vmap(one)(phase)
+
+
 class HamiltonianTask:
-    """:class:`difcrys.train.loop.Task` for block regression."""
+    """:class:`difcrys.train.loop.Task` for block regression (and optionally band energies)."""
 
     val_metric = "mae_H_meV"
 
@@ -174,10 +251,30 @@ class HamiltonianTask:
         self.e_max = max(int(np.asarray(model.graph(op.crystal).mask).sum()) for op in ops)
         self.train = [_targets(model, op, self.n_max, self.e_max) for op in train]
         self.val = [_targets(model, op, self.n_max, self.e_max) for op in val]
-        self._eval_fn = jax.jit(lambda p, b: self._errors(self._predict(p, b), b))
+        if loss.bands > 0:
+            no = model.layout.no
+            bt = [_band_targets(op, loss, self.n_max, no) for op in ops]
+            nk = max(len(t[0]) for t in bt)
+            for it, (kp, eig, msk) in zip(self.train + self.val, bt):
+                pad = nk - len(kp)
+                it["band_k"] = np.concatenate([kp, np.zeros((pad, 3))])
+                it["band_e"] = np.concatenate([eig, np.zeros((pad,) + eig.shape[1:])])
+                it["band_m"] = np.concatenate([msk, np.zeros((pad,) + msk.shape[1:], bool)])
+        self._eval_fn = jax.jit(self._eval_errors)
+        if loss.bands > 0:
+            self.val_metric = "mae_band_meV"  # select the model that reproduces the bands best
+
+    def _eval_errors(self, params, b):
+        pred = self._predict(params, b)
+        out = self._errors(pred, b)
+        if self.loss_cfg.bands > 0:
+            out["sse_band"], out["sae_band"], out["n_band"] = self._band_sq(pred, b)
+        return out
+
+    init_params = None  # finetuning: start from these parameters (same architecture)
 
     def init(self, key):
-        return self.model.init(key)
+        return self.model.init(key) if self.init_params is None else self.init_params
 
     def _stack(self, items):
         return {k: jnp.asarray(np.stack([it[k] for it in items])) for k in items[0]}
@@ -196,11 +293,13 @@ class HamiltonianTask:
             while len(items) < bs:  # pad with repeats (masked out in metrics)
                 items = items + [dict(items[0], mask=np.zeros_like(items[0]["mask"]),
                                       edge_mask=np.zeros_like(items[0]["edge_mask"]),
-                                      target_mask=np.zeros_like(items[0]["target_mask"]))]
+                                      target_mask=np.zeros_like(items[0]["target_mask"]),
+                                      **({"band_m": np.zeros_like(items[0]["band_m"])} if "band_m" in items[0]
+                                         else {}))]
             yield self._stack(items)
 
     def loss_weights(self, epoch):
-        return {"H": self.loss_cfg.H, "S": self.loss_cfg.S}
+        return {"H": self.loss_cfg.H, "S": self.loss_cfg.S, "bands": self.loss_cfg.bands}
 
     def _predict(self, params, b):
         def one(x):
@@ -227,28 +326,133 @@ class HamiltonianTask:
             out["count"] = cnt
         return out
 
+    def _band_sq(self, pred, b):
+        """Sum of squared band errors [eV^2], sum of absolute errors and their count (batch)."""
+        from difcrys.tb.solve import generalized_eigvalsh
+
+        def one(p, x):
+            Hk = _bloch_dense(p, x, x["band_k"], "H")
+            Sk = _bloch_dense(p, x, x["band_k"], "S")
+            d = (generalized_eigvalsh(Hk, Sk) - x["band_e"]) * x["band_m"]
+            return jnp.sum(d ** 2), jnp.sum(jnp.abs(d)), jnp.sum(x["band_m"])
+
+        sq, ab, n = jax.vmap(one)(pred, b)
+        return jnp.sum(sq), jnp.sum(ab), jnp.sum(n)
+
     def loss(self, params, b, weights):
         pred = self._predict(params, b)
         e = self._errors(pred, b)
         c = jnp.maximum(e["count"], 1.0)
         loss = weights["H"] * e["sse_H"] / c + weights["S"] * e["sse_S"] / c
-        return loss, {"mae_H_meV": 1000.0 * e["sae_H"] / c, "mae_S": e["sae_S"] / c}
+        aux = {"mae_H_meV": 1000.0 * e["sae_H"] / c, "mae_S": e["sae_S"] / c}
+        if self.loss_cfg.bands > 0:
+            sq, ab, nb = self._band_sq(pred, b)
+            nb = jnp.maximum(nb, 1.0)
+            loss = loss + weights["bands"] * sq / nb
+            aux["mae_band_meV"] = 1000.0 * ab / nb
+        return loss, aux
 
     def evaluate(self, params, batches) -> dict:
         tot = {"sae_H": 0.0, "sae_S": 0.0, "count": 0.0, "sse_H": 0.0, "max_H": 0.0, "max_S": 0.0}
+        if self.loss_cfg.bands > 0:
+            tot.update(sse_band=0.0, sae_band=0.0, n_band=0.0)
         for b in batches:
             e = self._eval_fn(params, b)
             for k in tot:
                 tot[k] = max(tot[k], float(e[k])) if k.startswith("max") else tot[k] + float(e[k])
         c = max(tot["count"], 1.0)
-        return {"mae_H_meV": 1000.0 * tot["sae_H"] / c, "rmse_H_meV": 1000.0 * (tot["sse_H"] / c) ** 0.5,
-                "max_H_meV": 1000.0 * tot["max_H"], "mae_S": tot["sae_S"] / c, "max_S": tot["max_S"],
-                "n_entries": c}
+        out = {"mae_H_meV": 1000.0 * tot["sae_H"] / c, "rmse_H_meV": 1000.0 * (tot["sse_H"] / c) ** 0.5,
+               "max_H_meV": 1000.0 * tot["max_H"], "mae_S": tot["sae_S"] / c, "max_S": tot["max_S"],
+               "n_entries": c}
+        if self.loss_cfg.bands > 0:
+            nb = max(tot["n_band"], 1.0)
+            out.update(mae_band_meV=1000.0 * tot["sae_band"] / nb, rmse_band_meV=1000.0 * (tot["sse_band"] / nb) ** 0.5)
+        return out
 
 
 # ------------------------------------------------------------------------------------ statistics
+def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9):
+    """Least-squares two-centre expansion of the edge blocks of ``ops`` (host, float64).
+
+    Each edge block ``(i, j, R)`` with bond ``d`` (``0 < |d| < cutoff``) is modelled as
+    ``B(d) = Σ_q f_{ab,q}(|d|) C^{l1 l2 L_q} Y^{L_q}(d̂)`` over the parity-allowed paths
+    ``q`` of the two atoms' shells (the Slater–Koster form, equivariant by construction), with
+    ``f_{ab,q}(r) = Σ_k c_{ab,q,k} φ_k(r)`` on the radial basis of
+    :func:`difcrys.nn.hamiltonian.two_centre_radial`. The coefficients of each species pair and
+    shell pair solve a ridge-regularised linear least-squares problem (ridge ``ridge`` times the
+    mean diagonal of the normal matrix). For the overlap, which *is* a two-centre quantity, this
+    is exact up to the radial resolution; for H it is the baseline the network corrects.
+
+    Returns:
+        ``(coeff_H, coeff_S, rms_H_residual)``: coefficient lists ``[n_species², n_paths, K]``
+        and the RMS [eV] of the H entries not explained by the baseline.
+    """
+    from difcrys.nn.hamiltonian import _layout, two_centre_path_blocks, two_centre_radial
+
+    lay = _layout(cfg)
+    species = np.asarray(lay.species)
+    nS, nP, K, no, nG = len(species), len(lay.edge_paths), int(cfg.two_centre_k), lay.no, lay.nG
+    rc = float(cfg.cutoff)
+    groups = {}  # (pair, slot a, slot b) -> [ATA, ATy, yTy, count]
+    for op in ops:
+        d = op.bond_vectors()
+        r = np.linalg.norm(d, axis=1)
+        onsite = (op.pairs[:, 0] == op.pairs[:, 1]) & ~np.any(op.shifts, axis=1)
+        sel = np.nonzero(~onsite & (r > 1e-8) & (r < rc))[0]
+        if len(sel) == 0:
+            continue
+        sp = np.searchsorted(species, np.asarray(op.crystal.numbers))
+        a, b = sp[op.pairs[sel, 0]], sp[op.pairs[sel, 1]]
+        with jax.default_device(jax.devices("cpu")[0]):  # difcrys runs with jax_enable_x64
+            T = {q: np.asarray(v) for q, v in two_centre_path_blocks(lay, jnp.asarray(d[sel], jnp.float64),
+                                                                      jnp.float64).items()}
+            phi = np.asarray(two_centre_radial(jnp.asarray(r[sel], jnp.float64), cfg))
+        E = len(sel)
+        tg = {}
+        for name, blocks in (("H", op.H), ("S", op.S)):
+            B = np.zeros((E, no, no))
+            k = min(no, blocks.shape[1])
+            B[:, :k, :k] = blocks[sel][:, :k, :k]
+            G = np.zeros((E, nG + 1, nG + 1))
+            ia, ib = lay.select[a], lay.select[b]
+            G[np.arange(E)[:, None, None], ia[:, :, None], ib[:, None, :]] = B
+            tg[name] = G
+        for pa in range(nS):
+            for pb in range(nS):
+                m = (a == pa) & (b == pb)
+                if not np.any(m):
+                    continue
+                for sa, la in enumerate(lay.slots):
+                    for sb, lb in enumerate(lay.slots):
+                        oa, ob = lay.slot_off[sa], lay.slot_off[sb]
+                        ra, rb = np.arange(oa, oa + 2 * la + 1), np.arange(ob, ob + 2 * lb + 1)
+                        if not (np.isin(ra, lay.select[pa]).all() and np.isin(rb, lay.select[pb]).all()):
+                            continue
+                        qs = [q for q in lay.s_paths if lay.edge_paths[q][:2] == (sa, sb)]
+                        X = np.concatenate([T[q][m][:, ra[:, None], rb[None, :], None] * phi[m][:, None, None, :]
+                                            for q in qs], axis=-1).reshape(-1, len(qs) * K)
+                        Y = np.stack([tg[n_][m][:, ra[:, None], rb[None, :]].reshape(-1) for n_ in ("H", "S")], 1)
+                        g = groups.setdefault((pa * nS + pb, sa, sb, tuple(qs)), [0.0, 0.0, 0.0, 0])
+                        g[0] = g[0] + X.T @ X
+                        g[1] = g[1] + X.T @ Y
+                        g[2] = g[2] + np.sum(Y ** 2, axis=0)
+                        g[3] += Y.shape[0]
+    cH, cS = np.zeros((nS * nS, nP, K)), np.zeros((nS * nS, nP, K))
+    sse, cnt = 0.0, 0
+    for (pair, _, _, qs), (ATA, ATy, yy, n) in groups.items():
+        A = ATA + ridge * np.mean(np.diag(ATA)) * np.eye(ATA.shape[0])
+        c = np.linalg.solve(A, ATy)
+        for t, q in enumerate(qs):
+            cH[pair, q], cS[pair, q] = c[t * K:(t + 1) * K, 0], c[t * K:(t + 1) * K, 1]
+        sse += float(yy[0] - 2 * c[:, 0] @ ATy[:, 0] + c[:, 0] @ ATA @ c[:, 0])
+        cnt += n
+    return cH.tolist(), cS.tolist(), float(np.sqrt(max(sse, 0.0) / max(cnt, 1)))
+
+
 def fit_statistics(cfg: HamiltonianConfig, ops) -> HamiltonianConfig:
-    """On-site means per species, the RMS of the edge H blocks and the mean neighbour count."""
+    """On-site means per species, the RMS of the edge H blocks (of their residual after the
+    two-centre baseline, which is fitted here when ``two_centre_k > 0``) and the mean neighbour
+    count."""
     model = HamiltonianModel(cfg)
     lay = model.layout
     nS, no = len(lay.species), lay.no
@@ -268,9 +472,14 @@ def fit_statistics(cfg: HamiltonianConfig, ops) -> HamiltonianConfig:
                 nn += 1
         natoms += op.n_atoms
     cnt = np.maximum(cnt, 1)[:, None, None]
-    return dataclasses.replace(cfg, onsite_H=(sumH / cnt).tolist(), onsite_S=(sumS / cnt).tolist(),
-                               scale=float(np.sqrt(sq / max(nsq, 1))) if nsq else 1.0,
-                               avg_num_neighbors=float(nn / max(natoms, 1)) if nn else cfg.avg_num_neighbors)
+    scale = float(np.sqrt(sq / max(nsq, 1))) if nsq else 1.0
+    extra = {}
+    if cfg.two_centre_k:
+        cH, cS, rms = fit_two_centre(cfg, ops)
+        extra = {"two_centre_H": cH, "two_centre_S": cS}
+        scale = rms if rms > 0 else scale
+    return dataclasses.replace(cfg, onsite_H=(sumH / cnt).tolist(), onsite_S=(sumS / cnt).tolist(), scale=scale,
+                               avg_num_neighbors=float(nn / max(natoms, 1)) if nn else cfg.avg_num_neighbors, **extra)
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -378,7 +587,7 @@ def train_hamiltonian(config_path, run_dir, *, variant: str | None = None, resum
         the summary dict.
     """
     cfg = load_yaml(config_path, variant) if isinstance(config_path, (str, os.PathLike)) else dict(config_path)
-    unknown = set(cfg) - {"name", "task", "data", "model", "loss", "train", "variant", "description"}
+    unknown = set(cfg) - {"name", "task", "data", "model", "loss", "train", "variant", "description", "finetune"}
     if unknown:
         raise ConfigError(f"unknown config section(s) {sorted(unknown)}")
     base = os.path.dirname(os.path.abspath(config_path)) if isinstance(config_path, (str, os.PathLike)) else None
@@ -395,9 +604,21 @@ def train_hamiltonian(config_path, run_dir, *, variant: str | None = None, resum
         train_ops, val_ops = _split(ops, float(data.get("val_fraction", 0.15)), tcfg.seed)
     os.makedirs(run_dir, exist_ok=True)
     model_path = os.path.join(run_dir, "model.json")
+    ft = dict(cfg.get("finetune") or {})
+    if set(ft) - {"from_run"}:
+        raise ConfigError(f"unknown option(s) {sorted(set(ft) - {'from_run'})} in section finetune")
+    init_params = None
+    if ft.get("from_run"):
+        # start from a trained run: its architecture, fitted statistics and best parameters (the
+        # model section of this config is not used); a new loss, data or schedule may be given
+        base_model, init_params = load_run(_resolve(ft["from_run"], repo) if repo else ft["from_run"])
     if resume and os.path.isfile(model_path):
         with open(model_path) as fh:
             model = HamiltonianModel.from_json(fh.read())
+    elif init_params is not None:
+        model = base_model
+        with open(model_path, "w") as fh:
+            fh.write(model.to_json())
     else:
         mcfg = HamiltonianConfig.from_dict(dict(cfg.get("model") or {}))
         model = HamiltonianModel(fit_statistics(mcfg, train_ops))
@@ -412,6 +633,7 @@ def train_hamiltonian(config_path, run_dir, *, variant: str | None = None, resum
                             val_files=[op.meta.get("file") for op in val_ops])
     dump_yaml(resolved, os.path.join(run_dir, "config.yaml"))
     task = HamiltonianTask(model, train_ops, val_ops, lcfg, tcfg)
+    task.init_params = init_params
     t0 = time.time()
     result = fit(task, tcfg, run_dir, resume=resume)
     summary = {"name": cfg.get("name"), "epochs": result.epoch, "stopped": result.stopped,

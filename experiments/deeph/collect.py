@@ -24,7 +24,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--graphene-run", default="runs/deeph_graphene")
     ap.add_argument("--si64-run", default="runs/deeph_si64")
+    ap.add_argument("--run", action="append", default=None, metavar="NAME=DIR",
+                    help="further run summaries to gather (default: the session-4/5 runs below)")
     args = ap.parse_args(argv)
+    extra = args.run or ["si64_large=runs/deeph_si64_large", "si64_two_centre=runs/deeph_si64_2c",
+                         "si64_two_centre_bands=runs/deeph_si64_2c_bands",
+                         "graphene_two_centre=runs/deeph_graphene_2c"]
     res = {"data": {}, "commands": {
         "generate": "nice -n 10 python experiments/deeph/generate.py --set graphene|graphene3|bilayer ...",
         "train_graphene": "difcrys train configs/hamiltonian_graphene.yaml --run-dir runs/deeph_graphene",
@@ -40,12 +45,13 @@ def main(argv=None):
                                                 "kmesh": s.get("kmesh"), "energy_ha": float(z["energy_ha"]),
                                                 "imag_max_ev": float(z["imag_max_ev"])}
             res["dft_settings"] = {k: v for k, v in s.items() if k not in ("wall_s", "spacing_ang", "shift_frac")}
-    for name, run in (("graphene", args.graphene_run), ("si64", args.si64_run)):
+    runs = [("graphene", args.graphene_run), ("si64", args.si64_run)] + [tuple(r.split("=", 1)) for r in extra]
+    for name, run in runs:
         p = os.path.join(run, "summary.json")
         if os.path.isfile(p):
             with open(p) as fh:
                 res[name] = json.load(fh)
-    for name in ("tbg", "scaling"):
+    for name in ("tbg", "tbg29", "tbg29_two_centre", "scaling", "scaling_1core"):
         p = os.path.join(HERE, f"{name}.json")
         if os.path.isfile(p):
             with open(p) as fh:

@@ -8,7 +8,7 @@ pristine monolayer graphene (midpoint of the two bands at K). Time and peak resi
 
 Usage::
 
-    python experiments/deeph/tbg.py RUN_DIR [--m 29] [--n-eigs 20] [--json experiments/deeph/tbg.json]
+    python experiments/deeph/tbg.py RUN_DIR [--m 29] [--n-eigs 20] [--tile 40] [--json experiments/deeph/tbg.json]
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main(argv=None):
     ap.add_argument("--spacing", type=float, default=3.35)
     ap.add_argument("--n-eigs", type=int, default=20)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tile", type=float, default=0.0,
+                    help="predict tile by tile (tiles of about this many Å, bounded memory); 0: one program")
     args = ap.parse_args(argv)
 
     from structures import graphene_supercell, twist_angle_deg, twisted_bilayer
@@ -59,7 +61,13 @@ def main(argv=None):
     out["graph_s"] = time.time() - t0
     out["n_edges"] = int(np.asarray(g.mask).sum())
     t0 = time.time()
-    op = model.predict_operator(params, c, g)
+    if args.tile > 0:
+        op = model.predict_operator_tiled(params, c, tile=args.tile, progress=True)
+        out["tile_ang"] = args.tile
+        out["n_tiles"] = int(op.meta["n_tiles"])
+        out["cluster_atoms"] = int(op.meta["cluster_atoms"])
+    else:
+        op = model.predict_operator(params, c, g)
     out["predict_s"] = time.time() - t0
     out["rss_after_predict_mib"] = rss_mib()
     out["n_orbitals"] = op.n_orbitals
