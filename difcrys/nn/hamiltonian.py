@@ -77,6 +77,8 @@ class HamiltonianConfig:
         onsite_H, onsite_S: per-species mean on-site blocks ``[n_species][no][no]`` (fitted).
         scale: scale of the learned corrections [eV] (fitted: RMS of the edge blocks, after the
             two-centre baseline when there is one).
+        onsite_scale: scale of the learned on-site corrections [eV] (fitted: RMS deviation of the
+            on-site blocks from their species mean); ``None``: ``scale`` (models before session 5).
         dtype: ``"float32"`` or ``"float64"``.
         two_centre_k: number of radial Gaussians of the fitted two-centre baseline (0: none).
             With a baseline, ``S`` *is* the fitted two-centre expansion (no learned overlap head) and
@@ -84,6 +86,15 @@ class HamiltonianConfig:
         two_centre_rmin: first Gaussian centre [Å] (the last is at ``cutoff``).
         two_centre_H, two_centre_S: fitted coefficients ``[n_species², n_paths, two_centre_k]``
             (:func:`difcrys.train.hamiltonian.fit_two_centre`).
+        edge_product: channels ``P`` of an extra edge feature coupling the two atoms' environments,
+            the channel-wise tensor product ``(W_c h_i) ⊗ (W_d h_j)`` of two ``P``-channel
+            projections (e.g. ``v_i · v_j``, ``v_i × v_j`` and ``[v_i ⊗ v_j]_2`` of vector features);
+            0: off (the edge head then sees ``h_i`` and ``h_j`` only linearly, each coupled to the
+            bond direction).
+        two_centre_onsite: fitted coefficients of the crystal-field part of the on-site blocks,
+            ``H_ii − mean ≈ Σ_j Σ_q g_{ab,q}(r_ij) C^{l1 l2 L_q} Y^{L_q}(r̂_ij)`` over the neighbours
+            ``j`` within the cutoff (both shells on atom ``i``; the environment-dependent on-site
+            term of tight-binding models), same shape (``None``: no on-site baseline).
     """
 
     basis: dict = dataclasses.field(default_factory=lambda: {"C": [0, 1]})
@@ -98,11 +109,14 @@ class HamiltonianConfig:
     onsite_H: tuple | None = None
     onsite_S: tuple | None = None
     scale: float = 1.0
+    onsite_scale: float | None = None
     dtype: str = "float32"
     two_centre_k: int = 0
     two_centre_rmin: float = 0.5
     two_centre_H: tuple | None = None
     two_centre_S: tuple | None = None
+    two_centre_onsite: tuple | None = None
+    edge_product: int = 0
 
     def __post_init__(self):
         if not self.basis:
@@ -114,6 +128,8 @@ class HamiltonianConfig:
             raise ConfigError("model.num_layers >= 0, l_max >= 0, channels >= 1 required")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"model.dtype must be float32 or float64, got {self.dtype!r}")
+        if int(self.edge_product) < 0:
+            raise ConfigError(f"model.edge_product must be >= 0, got {self.edge_product}")
         if int(self.two_centre_k) < 0 or int(self.two_centre_k) == 1:
             raise ConfigError(f"model.two_centre_k must be 0 (off) or >= 2, got {self.two_centre_k}")
         if not (0 <= float(self.two_centre_rmin) < float(self.cutoff)):
@@ -332,7 +348,13 @@ class HamiltonianNet(nn.Module):
         w = e3nn.flax.MultiLayerPerceptron((cfg.radial_hidden, cfg.radial_hidden, tp.irreps.num_irreps),
                                            act=jax.nn.silu, output_activation=False, name="edge_radial")(scal)
         tp = tp * w
-        feat = e3nn.concatenate([tp, xe]).regroup()
+        parts = [tp, xe]
+        if cfg.edge_product:
+            hid_p = _hidden_irreps(int(cfg.edge_product), cfg.l_max)
+            pa = e3nn.flax.Linear(hid_p, force_irreps_out=True, name="edge_pa")(h)[senders]
+            pb = e3nn.flax.Linear(hid_p, force_irreps_out=True, name="edge_pb")(h)[receivers]
+            parts.append(e3nn.elementwise_tensor_product(pa, pb, filter_ir_out=list({ir for _, ir in out_irreps})))
+        feat = e3nn.concatenate(parts).regroup()
         ce = e3nn.flax.Linear(out_irreps, num_indexed_weights=nS * nS, force_irreps_out=True,
                               name="edge_out")(pair, feat)
         ce = ce * (env * cfg.scale)[:, None]
@@ -342,7 +364,8 @@ class HamiltonianNet(nn.Module):
         # ---- on-site blocks (same-slot paths of one atom)
         co = e3nn.flax.Linear(out_irreps, num_indexed_weights=nS, force_irreps_out=True,
                               name="onsite_out")(species, h.regroup())
-        Go = _coeffs_to_blocks(lay, _path_chunks(lay, co * cfg.scale), dtype, (n,))
+        osc = cfg.scale if cfg.onsite_scale is None else cfg.onsite_scale
+        Go = _coeffs_to_blocks(lay, _path_chunks(lay, co * osc), dtype, (n,))
         H_on = _to_species_layout(lay, Go, species, species)
 
         # ---- overlap: two-centre form (learned here unless the fitted baseline supplies S)
@@ -488,7 +511,7 @@ class HamiltonianModel:
         sp = self.species_index(numbers)
         He, Ho, Se = self.module.apply(params, sp, vec, graph.senders, graph.receivers, graph.mask)
         if self.config.two_centre_k:
-            He, Se = self._add_two_centre(He, Se, vec, sp, graph)
+            He, Se, Ho = self._add_two_centre(He, Se, Ho, vec, sp, graph)
         He = 0.5 * (He + jnp.swapaxes(He[graph.reverse], -1, -2))
         Se = 0.5 * (Se + jnp.swapaxes(Se[graph.reverse], -1, -2))
         Ho = Ho + jnp.asarray(self._onsite_H, Ho.dtype)[sp]
@@ -499,8 +522,9 @@ class HamiltonianModel:
         return {"H_edge": jnp.where(em, He, 0.0), "S_edge": jnp.where(em, Se, 0.0),
                 "H_onsite": jnp.where(am, Ho, 0.0), "S_onsite": jnp.where(am, So, 0.0)}
 
-    def _add_two_centre(self, He, Se, vec, sp, graph):
-        """Add the fitted two-centre baseline to the learned H edge blocks; S is the baseline."""
+    def _add_two_centre(self, He, Se, Ho, vec, sp, graph):
+        """Add the fitted two-centre baseline to the learned H edge blocks (S is the baseline) and
+        the fitted crystal-field term to the learned on-site blocks."""
         lay, cfg = self.layout, self.config
         if cfg.two_centre_H is None or cfg.two_centre_S is None:
             raise ConfigError("model.two_centre_k > 0 but the two-centre coefficients were never fitted "
@@ -514,7 +538,11 @@ class HamiltonianModel:
         for coeffs in (cfg.two_centre_H, cfg.two_centre_S):
             G = _two_centre_eval(lay, cfg, coeffs, vec, pair, valid, He.dtype)
             out.append(_to_species_layout(lay, G, si, sj))
-        return He + out[0], out[1]
+        if cfg.two_centre_onsite is not None:  # crystal field: both shells on the sender atom
+            G = _two_centre_eval(lay, cfg, cfg.two_centre_onsite, vec, pair, valid, He.dtype)
+            cf = _to_species_layout(lay, G, si, si)
+            Ho = Ho + jax.ops.segment_sum(cf, jnp.clip(graph.senders, 0, n), num_segments=n + 1)[:n]
+        return He + out[0], out[1], Ho
 
     def predict_operator(self, params, crystal: Crystal, graph: HGraph | None = None, jit: bool = True):
         """Host helper: predicted :class:`difcrys.tb.TBOperator` of a single structure."""

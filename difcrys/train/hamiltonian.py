@@ -371,7 +371,7 @@ class HamiltonianTask:
 
 
 # ------------------------------------------------------------------------------------ statistics
-def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9):
+def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9, onsite_mean=None):
     """Least-squares two-centre expansion of the edge blocks of ``ops`` (host, float64).
 
     Each edge block ``(i, j, R)`` with bond ``d`` (``0 < |d| < cutoff``) is modelled as
@@ -383,9 +383,14 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9):
     mean diagonal of the normal matrix). For the overlap, which *is* a two-centre quantity, this
     is exact up to the radial resolution; for H it is the baseline the network corrects.
 
+    With ``onsite_mean`` (``[n_species, no, no]``, the species-mean on-site blocks), the on-site
+    deviations ``H_ii − mean`` are fitted too, by the crystal-field sum
+    ``Σ_{j ≠ i, r_ij < r_c} Σ_q g_{ab,q}(r_ij) C^{l1 l2 L_q} Y^{L_q}(r̂_ij)`` (both shells on atom i).
+
     Returns:
-        ``(coeff_H, coeff_S, rms_H_residual)``: coefficient lists ``[n_species², n_paths, K]``
-        and the RMS [eV] of the H entries not explained by the baseline.
+        dict with coefficient lists ``H``, ``S`` (and ``onsite``) of shape ``[n_species², n_paths, K]``,
+        and ``rms_H_residual`` (``rms_onsite_residual``) [eV]: the RMS of the entries the
+        baseline does not explain.
     """
     from difcrys.nn.hamiltonian import _layout, two_centre_path_blocks, two_centre_radial
 
@@ -394,6 +399,7 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9):
     nS, nP, K, no, nG = len(species), len(lay.edge_paths), int(cfg.two_centre_k), lay.no, lay.nG
     rc = float(cfg.cutoff)
     groups = {}  # (pair, slot a, slot b) -> [ATA, ATy, yTy, count]
+    ogroups = {}  # on-site: (species i, slot a, slot b) -> [ATA, ATy, yTy, count]
     for op in ops:
         d = op.bond_vectors()
         r = np.linalg.norm(d, axis=1)
@@ -408,6 +414,8 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9):
                                                                       jnp.float64).items()}
             phi = np.asarray(two_centre_radial(jnp.asarray(r[sel], jnp.float64), cfg))
         E = len(sel)
+        if onsite_mean is not None:
+            _accumulate_onsite(lay, op, sel, a, b, T, phi, np.asarray(onsite_mean, float), ogroups, K)
         tg = {}
         for name, blocks in (("H", op.H), ("S", op.S)):
             B = np.zeros((E, no, no))
@@ -446,13 +454,72 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9):
             cH[pair, q], cS[pair, q] = c[t * K:(t + 1) * K, 0], c[t * K:(t + 1) * K, 1]
         sse += float(yy[0] - 2 * c[:, 0] @ ATy[:, 0] + c[:, 0] @ ATA @ c[:, 0])
         cnt += n
-    return cH.tolist(), cS.tolist(), float(np.sqrt(max(sse, 0.0) / max(cnt, 1)))
+    out = {"H": cH.tolist(), "S": cS.tolist(), "rms_H_residual": float(np.sqrt(max(sse, 0.0) / max(cnt, 1)))}
+    if onsite_mean is not None:
+        cO = np.zeros((nS * nS, nP, K))
+        sse, cnt = 0.0, 0
+        for (si, _, _, qs), (ATA, ATy, yy, n) in ogroups.items():
+            A = ATA + ridge * np.mean(np.diag(ATA)) * np.eye(ATA.shape[0])
+            c = np.linalg.solve(A, ATy)
+            for sj in range(nS):
+                for t, q in enumerate(qs):
+                    o = (sj * len(qs) + t) * K
+                    cO[si * nS + sj, q] = c[o:o + K]
+            sse += float(yy - 2 * c @ ATy + c @ ATA @ c)
+            cnt += n
+        out["onsite"] = cO.tolist()
+        out["rms_onsite_residual"] = float(np.sqrt(max(sse, 0.0) / max(cnt, 1)))
+    return out
+
+
+def _accumulate_onsite(lay, op, sel, a, b, T, phi, mean, groups, K):
+    """Normal equations of the crystal-field fit of one structure's on-site blocks."""
+    nS, nG, no = len(lay.species), lay.nG, lay.no
+    n = op.n_atoms
+    species = np.asarray(lay.species)
+    sp = np.searchsorted(species, np.asarray(op.crystal.numbers))
+    snd = op.pairs[sel, 0]
+    key = {(int(i), int(j), tuple(int(x) for x in R)): p for p, ((i, j), R) in enumerate(zip(op.pairs, op.shifts))}
+    D = np.zeros((n, nG + 1, nG + 1))  # on-site deviations, global layout
+    for i in range(n):
+        p = key.get((i, i, (0, 0, 0)))
+        if p is None:
+            continue
+        B = np.zeros((no, no))
+        k = min(no, op.H.shape[1])
+        B[:k, :k] = op.H[p][:k, :k] - mean[sp[i]][:k, :k]
+        D[i][lay.select[sp[i]][:, None], lay.select[sp[i]][None, :]] = B
+    for pa in range(nS):
+        atoms = np.nonzero(sp == pa)[0]
+        if len(atoms) == 0:
+            continue
+        for sa, la in enumerate(lay.slots):
+            for sb, lb in enumerate(lay.slots):
+                oa, ob = lay.slot_off[sa], lay.slot_off[sb]
+                ra, rb = np.arange(oa, oa + 2 * la + 1), np.arange(ob, ob + 2 * lb + 1)
+                if not (np.isin(ra, lay.select[pa]).all() and np.isin(rb, lay.select[pa]).all()):
+                    continue
+                qs = [q for q in lay.s_paths if lay.edge_paths[q][:2] == (sa, sb)]
+                # X[i, sub_a, sub_b, (species j, q, k)] = Σ_{edges i→j} T_q φ_k
+                X = np.zeros((n, len(ra), len(rb), nS, len(qs), K))
+                for t, q in enumerate(qs):
+                    contrib = T[q][:, ra[:, None], rb[None, :], None] * phi[:, None, None, :]  # [E, ra, rb, K]
+                    for pb in range(nS):
+                        m = (a == pa) & (b == pb)
+                        np.add.at(X[:, :, :, pb, t, :], snd[m], contrib[m])
+                X = X[atoms].reshape(len(atoms) * len(ra) * len(rb), -1)
+                Y = D[atoms][:, ra[:, None], rb[None, :]].reshape(-1)
+                g = groups.setdefault((pa, sa, sb, tuple(qs)), [0.0, 0.0, 0.0, 0])
+                g[0] = g[0] + X.T @ X
+                g[1] = g[1] + X.T @ Y
+                g[2] = g[2] + float(Y @ Y)
+                g[3] += Y.shape[0]
 
 
 def fit_statistics(cfg: HamiltonianConfig, ops) -> HamiltonianConfig:
-    """On-site means per species, the RMS of the edge H blocks (of their residual after the
-    two-centre baseline, which is fitted here when ``two_centre_k > 0``) and the mean neighbour
-    count."""
+    """On-site means per species, the RMS spread of the on-site blocks about them, the RMS of the
+    edge H blocks (of their residual after the two-centre baseline, which is fitted here when
+    ``two_centre_k > 0``) and the mean neighbour count."""
     model = HamiltonianModel(cfg)
     lay = model.layout
     nS, no = len(lay.species), lay.no
@@ -473,12 +540,28 @@ def fit_statistics(cfg: HamiltonianConfig, ops) -> HamiltonianConfig:
         natoms += op.n_atoms
     cnt = np.maximum(cnt, 1)[:, None, None]
     scale = float(np.sqrt(sq / max(nsq, 1))) if nsq else 1.0
+    # spread of the on-site blocks about their species mean: the scale of the on-site corrections
+    # (without it the on-site head inherits the edge scale, which after the two-centre baseline
+    # is ~10x smaller than the on-site variation, and learns it only very slowly)
+    mean = sumH / cnt
+    osq, on_n = 0.0, 0
+    for op in ops:
+        sp = np.searchsorted(np.asarray(lay.species), np.asarray(op.crystal.numbers))
+        for p, ((i, j), R) in enumerate(zip(op.pairs, op.shifts)):
+            if i == j and not np.any(R):
+                k = op.orbitals[i]
+                osq += float(np.sum((op.H[p][:k, :k] - mean[sp[i]][:k, :k]) ** 2))
+                on_n += int(k * k)
+    onsite_scale = float(np.sqrt(osq / on_n)) if on_n and osq > 0 else None
     extra = {}
     if cfg.two_centre_k:
-        cH, cS, rms = fit_two_centre(cfg, ops)
-        extra = {"two_centre_H": cH, "two_centre_S": cS}
-        scale = rms if rms > 0 else scale
+        tc = fit_two_centre(cfg, ops, onsite_mean=mean)
+        extra = {"two_centre_H": tc["H"], "two_centre_S": tc["S"], "two_centre_onsite": tc["onsite"]}
+        scale = tc["rms_H_residual"] if tc["rms_H_residual"] > 0 else scale
+        if tc["rms_onsite_residual"] > 0:
+            onsite_scale = tc["rms_onsite_residual"]
     return dataclasses.replace(cfg, onsite_H=(sumH / cnt).tolist(), onsite_S=(sumS / cnt).tolist(), scale=scale,
+                               onsite_scale=onsite_scale,
                                avg_num_neighbors=float(nn / max(natoms, 1)) if nn else cfg.avg_num_neighbors, **extra)
 
 
