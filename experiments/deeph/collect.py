@@ -5,7 +5,8 @@ summaries (``summary.json`` of the graphene and Si64 runs), ``tbg.json`` and ``s
 
 Usage::
 
-    python experiments/deeph/collect.py --graphene-run runs/deeph_graphene --si64-run runs/deeph_si64
+    python experiments/deeph/collect.py [--graphene-run runs/deeph_graphene --si64-run runs/deeph_si64]
+        [--run NAME=RUN_DIR ...]
 """
 
 from __future__ import annotations
@@ -29,14 +30,27 @@ def main(argv=None):
     args = ap.parse_args(argv)
     extra = args.run or ["si64_large=runs/deeph_si64_large", "si64_two_centre=runs/deeph_si64_2c",
                          "si64_two_centre_bands=runs/deeph_si64_2c_bands",
-                         "graphene_two_centre=runs/deeph_graphene_2c"]
+                         "si64_two_centre_bands_mesh=runs/deeph_si64_2c_bands_mesh",
+                         "graphene_two_centre=runs/deeph_graphene_2c",
+                         "graphene_two_centre_product=runs/deeph_graphene_2c_product"]
     res = {"data": {}, "commands": {
         "generate": "nice -n 10 python experiments/deeph/generate.py --set graphene|graphene3|bilayer ...",
         "train_graphene": "difcrys train configs/hamiltonian_graphene.yaml --run-dir runs/deeph_graphene",
         "train_si64": "difcrys train configs/hamiltonian_si64.yaml --run-dir runs/deeph_si64",
         "tbg": "python experiments/deeph/tbg.py runs/deeph_graphene --json experiments/deeph/tbg.json",
         "scaling": "python benchmarks/hamiltonian_scaling.py runs/deeph_graphene --json experiments/deeph/scaling.json",
-        "collect": "python experiments/deeph/collect.py"}}
+        "collect": "python experiments/deeph/collect.py",
+        "train_si64_two_centre": "difcrys train configs/hamiltonian_si64.yaml --variant two_centre --run-dir runs/deeph_si64_2c"
+                                 " (then --variant two_centre_bands --run-dir runs/deeph_si64_2c_bands, then "
+                                 "--variant two_centre_bands_mesh --run-dir runs/deeph_si64_2c_bands_mesh)",
+        "si64_bands_compare": "difcrys bands runs/deeph_si64_2c_bands_mesh ../shared/data/deeptb_si64_hamiltonian "
+                              "--compare ../shared/data/deeptb_si64_hamiltonian --electrons 256 --points 60 "
+                              "--dos-mesh 3 3 3 --dos-width 0.15 --plot experiments/deeph/si64_bands_model_mesh.png --json",
+        "train_graphene_two_centre": "difcrys train configs/hamiltonian_graphene.yaml --variant two_centre "
+                                     "--run-dir runs/deeph_graphene_2c",
+        "tbg_two_centre": "python experiments/deeph/tbg.py runs/deeph_graphene_2c --m 29 --tile 25 "
+                          "--json experiments/deeph/tbg29_two_centre.json",
+        "baselines": "python experiments/deeph/baselines.py fit|split|onsite|shift ..."}}
     for f in sorted(glob.glob(os.path.join(HERE, "data", "*.npz"))):
         with np.load(f) as z:
             s = json.loads(str(z["settings"]))
@@ -51,7 +65,8 @@ def main(argv=None):
         if os.path.isfile(p):
             with open(p) as fh:
                 res[name] = json.load(fh)
-    for name in ("tbg", "tbg29", "tbg29_two_centre", "scaling", "scaling_1core"):
+    for name in ("tbg", "tbg29", "tbg29_two_centre", "scaling", "scaling_1core", "baselines_fit_graphene",
+                 "baselines_fit_si64", "baselines_split_si64_large", "baselines_shift_graphene_2c"):
         p = os.path.join(HERE, f"{name}.json")
         if os.path.isfile(p):
             with open(p) as fh:
