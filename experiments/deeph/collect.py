@@ -66,7 +66,8 @@ def main(argv=None):
             with open(p) as fh:
                 res[name] = json.load(fh)
     for name in ("tbg", "tbg29", "tbg29_two_centre", "scaling", "scaling_1core", "baselines_fit_graphene",
-                 "baselines_fit_si64", "baselines_split_si64_large", "baselines_shift_graphene_2c"):
+                 "baselines_fit_si64", "baselines_split_si64_large", "baselines_split_si64_2c_bands_mesh",
+                 "baselines_shift_graphene_2c"):
         p = os.path.join(HERE, f"{name}.json")
         if os.path.isfile(p):
             with open(p) as fh:
