@@ -265,15 +265,19 @@ def two_centre_radial(r, cfg: HamiltonianConfig):
     return jnp.exp(-(((r[:, None] - c) / w) ** 2)) * polynomial_envelope(r / rc, cfg.envelope_p)[:, None]
 
 
+def _two_centre_sh(layout: _Layout, vectors, valid):
+    """``{L: [E, 2L+1]}`` spherical harmonics of the bond directions for the parity-allowed paths
+    (padding / zero vectors get a dummy direction)."""
+    u = jnp.where(valid[:, None], vectors, jnp.asarray([1.0, 0.0, 0.0], vectors.dtype))
+    Ls = sorted({layout.edge_paths[q][2] for q in layout.s_paths})
+    sh = e3nn.spherical_harmonics(Ls, e3nn.IrrepsArray("1o", u), normalize=True, normalization="component")
+    return {ir.l: sh.chunks[k][:, 0, :] for k, (_, ir) in enumerate(sh.irreps)}
+
+
 def two_centre_path_blocks(layout: _Layout, vectors, dtype):
     """``{path q: [E, nG, nG]}`` templates ``C^{l1 l2 L} Y^L(r̂)`` of the parity-allowed paths
     (``(−1)^L = (−1)^{l1+l2}``): a two-centre block is ``Σ_q f_q(r) T_q``."""
-    r = safe_norm(vectors)
-    ok = r > 0
-    u = jnp.where(ok[:, None], vectors, jnp.asarray([1.0, 0.0, 0.0], vectors.dtype))
-    Ls = sorted({layout.edge_paths[q][2] for q in layout.s_paths})
-    sh = e3nn.spherical_harmonics(Ls, e3nn.IrrepsArray("1o", u), normalize=True, normalization="component")
-    shl = {ir.l: sh.chunks[k][:, 0, :] for k, (_, ir) in enumerate(sh.irreps)}
+    shl = _two_centre_sh(layout, vectors, safe_norm(vectors) > 0)
     out = {}
     for q in layout.s_paths:
         chunks = [None] * len(layout.edge_paths)
@@ -282,23 +286,23 @@ def two_centre_path_blocks(layout: _Layout, vectors, dtype):
     return out
 
 
-def _two_centre_eval(layout: _Layout, cfg: HamiltonianConfig, coeffs, vectors, pair, valid, dtype):
-    """Global-layout two-centre blocks ``[E, nG, nG]`` for coefficients ``[nS², n_paths, K]``."""
-    r = safe_norm(vectors)
-    safe_r = jnp.where(valid, r, 1.0)
+def _two_centre_eval(layout: _Layout, cfg: HamiltonianConfig, coeff_sets, vectors, pair, valid, dtype):
+    """Global-layout two-centre blocks ``[E, nG, nG]``, one per coefficient set ``[nS², n_paths, K]``
+    (radial basis and spherical harmonics computed once for all sets)."""
+    safe_r = jnp.where(valid, safe_norm(vectors), 1.0)
     phi = two_centre_radial(safe_r, cfg) * valid[:, None]
+    shl = _two_centre_sh(layout, vectors, valid)
     nP = len(layout.edge_paths)
-    c = jnp.asarray(coeffs, dtype)  # [nS², nP, K]
-    f = (phi @ c.reshape(-1, c.shape[-1]).T).reshape(-1, c.shape[0], nP)  # [E, nS², nP]
-    f = jnp.take_along_axis(f, pair[:, None, None], axis=1)[:, 0, :]
-    r_ok = jnp.where(valid[:, None], vectors, jnp.asarray([1.0, 0.0, 0.0], dtype))
-    Ls = sorted({layout.edge_paths[q][2] for q in layout.s_paths})
-    sh = e3nn.spherical_harmonics(Ls, e3nn.IrrepsArray("1o", r_ok), normalize=True, normalization="component")
-    shl = {ir.l: sh.chunks[k][:, 0, :] for k, (_, ir) in enumerate(sh.irreps)}
-    chunks = [None] * nP
-    for q in layout.s_paths:
-        chunks[q] = f[:, q:q + 1] * shl[layout.edge_paths[q][2]]
-    return _coeffs_to_blocks(layout, chunks, dtype, (vectors.shape[0],))
+    out = []
+    for coeffs in coeff_sets:
+        c = jnp.asarray(coeffs, dtype)  # [nS², nP, K]
+        f = (phi @ c.reshape(-1, c.shape[-1]).T).reshape(-1, c.shape[0], nP)  # [E, nS², nP]
+        f = jnp.take_along_axis(f, pair[:, None, None], axis=1)[:, 0, :]
+        chunks = [None] * nP
+        for q in layout.s_paths:
+            chunks[q] = f[:, q:q + 1] * shl[layout.edge_paths[q][2]]
+        out.append(_coeffs_to_blocks(layout, chunks, dtype, (vectors.shape[0],)))
+    return out
 
 
 # ------------------------------------------------------------------------------------ network
@@ -534,15 +538,16 @@ class HamiltonianModel:
         sj = sp[jnp.clip(graph.receivers, 0, n - 1)]
         pair = si * len(lay.species) + sj
         valid = graph.mask & (safe_norm(vec) > 0)
-        out = []
-        for coeffs in (cfg.two_centre_H, cfg.two_centre_S):
-            G = _two_centre_eval(lay, cfg, coeffs, vec, pair, valid, He.dtype)
-            out.append(_to_species_layout(lay, G, si, sj))
+        sets = [cfg.two_centre_H, cfg.two_centre_S]
+        if cfg.two_centre_onsite is not None:
+            sets.append(cfg.two_centre_onsite)
+        G = _two_centre_eval(lay, cfg, sets, vec, pair, valid, He.dtype)
+        He = He + _to_species_layout(lay, G[0], si, sj)
+        Se = _to_species_layout(lay, G[1], si, sj)
         if cfg.two_centre_onsite is not None:  # crystal field: both shells on the sender atom
-            G = _two_centre_eval(lay, cfg, cfg.two_centre_onsite, vec, pair, valid, He.dtype)
-            cf = _to_species_layout(lay, G, si, si)
+            cf = _to_species_layout(lay, G[2], si, si)
             Ho = Ho + jax.ops.segment_sum(cf, jnp.clip(graph.senders, 0, n), num_segments=n + 1)[:n]
-        return He + out[0], out[1], Ho
+        return He, Se, Ho
 
     def predict_operator(self, params, crystal: Crystal, graph: HGraph | None = None, jit: bool = True):
         """Host helper: predicted :class:`difcrys.tb.TBOperator` of a single structure."""

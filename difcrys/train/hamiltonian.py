@@ -219,24 +219,20 @@ def _band_targets(op: TBOperator, loss: HLossConfig, n_max: int, no: int):
 
 
 def _bloch_dense(pred, b, kpts, name):
-    """Dense Bloch matrices ``[K, n·no, n·no]`` of predicted blocks of one (padded) structure;
-    padding orbitals get ``S = 1`` and ``H = 10^3 eV`` on the diagonal (above every window)."""
+    """Dense Bloch matrices ``[K, n·no, n·no]`` of predicted blocks of one (padded) structure,
+    by :func:`difcrys.tb.operators.bloch_sum` over the edge and on-site blocks; padding orbitals
+    get ``S = 1`` and ``H = 10^3 eV`` on the diagonal (above every window)."""
+    from difcrys.tb.operators import bloch_sum
+
     n, no = b["H_onsite"].shape[0], b["H_onsite"].shape[-1]
-    E = pred[f"{name}_edge"]
-    On = pred[f"{name}_onsite"]
+    atoms = jnp.arange(n, dtype=b["senders"].dtype)
+    pairs = jnp.concatenate([jnp.stack([b["senders"], b["receivers"]], 1), jnp.stack([atoms, atoms], 1)])
+    shifts = jnp.concatenate([b["shifts"], jnp.zeros((n, 3), b["shifts"].dtype)])
+    blocks = jnp.concatenate([pred[f"{name}_edge"], pred[f"{name}_onsite"]])
+    m = bloch_sum(blocks, pairs, shifts, kpts, n, jnp.arange(n * no))  # padding edges (index n) drop out
     valid = b["orb_mask"].reshape(-1)
     pad_diag = jnp.where(valid, 0.0, 1.0e3 if name == "H" else 1.0)
-    phase = jnp.exp(2j * jnp.pi * (kpts @ b["shifts"].T.astype(kpts.dtype)))  # [K, E]
-
-    def one(ph):
-        m4 = jnp.zeros((n, n, no, no), ph.dtype)
-        m4 = m4.at[b["senders"], b["receivers"]].add(ph[:, None, None] * E, mode="drop")
-        m4 = m4.at[jnp.arange(n), jnp.arange(n)].add(On)
-        m = m4.transpose(0, 2, 1, 3).reshape(n * no, n * no)
-        m = jnp.where(valid[:, None] & valid[None, :], m, 0.0)
-        return m + jnp.diag(pad_diag)
-
-    return jax.vmap(one)(phase)
+    return jnp.where(valid[:, None] & valid[None, :], m, 0.0) + jnp.diag(pad_diag)
 
 
 class HamiltonianTask:
@@ -430,45 +426,33 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9, onsite_mean
                 m = (a == pa) & (b == pb)
                 if not np.any(m):
                     continue
-                for sa, la in enumerate(lay.slots):
-                    for sb, lb in enumerate(lay.slots):
-                        oa, ob = lay.slot_off[sa], lay.slot_off[sb]
-                        ra, rb = np.arange(oa, oa + 2 * la + 1), np.arange(ob, ob + 2 * lb + 1)
-                        if not (np.isin(ra, lay.select[pa]).all() and np.isin(rb, lay.select[pb]).all()):
-                            continue
-                        qs = [q for q in lay.s_paths if lay.edge_paths[q][:2] == (sa, sb)]
-                        X = np.concatenate([T[q][m][:, ra[:, None], rb[None, :], None] * phi[m][:, None, None, :]
-                                            for q in qs], axis=-1).reshape(-1, len(qs) * K)
-                        Y = np.stack([tg[n_][m][:, ra[:, None], rb[None, :]].reshape(-1) for n_ in ("H", "S")], 1)
-                        g = groups.setdefault((pa * nS + pb, sa, sb, tuple(qs)), [0.0, 0.0, 0.0, 0])
-                        g[0] = g[0] + X.T @ X
-                        g[1] = g[1] + X.T @ Y
-                        g[2] = g[2] + np.sum(Y ** 2, axis=0)
-                        g[3] += Y.shape[0]
+                for sa, sb, ra, rb, qs in _slot_pairs(lay, pa, pb):
+                    X = np.concatenate([T[q][m][:, ra[:, None], rb[None, :], None] * phi[m][:, None, None, :]
+                                        for q in qs], axis=-1).reshape(-1, len(qs) * K)
+                    Y = np.stack([tg[n_][m][:, ra[:, None], rb[None, :]].reshape(-1) for n_ in ("H", "S")], 1)
+                    _accumulate(groups, (pa * nS + pb, sa, sb, qs), X, Y)
     cH, cS = np.zeros((nS * nS, nP, K)), np.zeros((nS * nS, nP, K))
     sse, cnt = 0.0, 0
-    for (pair, _, _, qs), (ATA, ATy, yy, n) in groups.items():
-        A = ATA + ridge * np.mean(np.diag(ATA)) * np.eye(ATA.shape[0])
-        c = np.linalg.solve(A, ATy)
+    for (pair, _, _, qs), g in groups.items():
+        c, sse_g = _ridge_solve(g, ridge)
         for t, q in enumerate(qs):
             cH[pair, q], cS[pair, q] = c[t * K:(t + 1) * K, 0], c[t * K:(t + 1) * K, 1]
-        sse += float(yy[0] - 2 * c[:, 0] @ ATy[:, 0] + c[:, 0] @ ATA @ c[:, 0])
-        cnt += n
-    out = {"H": cH.tolist(), "S": cS.tolist(), "rms_H_residual": float(np.sqrt(max(sse, 0.0) / max(cnt, 1)))}
+        sse += sse_g[0]  # H only: the rms sets the scale of the learned H corrections
+        cnt += g[3]
+    out = {"H": cH.tolist(), "S": cS.tolist(), "rms_H_residual": float(np.sqrt(sse / max(cnt, 1)))}
     if onsite_mean is not None:
         cO = np.zeros((nS * nS, nP, K))
         sse, cnt = 0.0, 0
-        for (si, _, _, qs), (ATA, ATy, yy, n) in ogroups.items():
-            A = ATA + ridge * np.mean(np.diag(ATA)) * np.eye(ATA.shape[0])
-            c = np.linalg.solve(A, ATy)
+        for (si, _, _, qs), g in ogroups.items():
+            c, sse_g = _ridge_solve(g, ridge)
             for sj in range(nS):
                 for t, q in enumerate(qs):
                     o = (sj * len(qs) + t) * K
-                    cO[si * nS + sj, q] = c[o:o + K]
-            sse += float(yy - 2 * c @ ATy + c @ ATA @ c)
-            cnt += n
+                    cO[si * nS + sj, q] = c[o:o + K, 0]
+            sse += sse_g[0]
+            cnt += g[3]
         out["onsite"] = cO.tolist()
-        out["rms_onsite_residual"] = float(np.sqrt(max(sse, 0.0) / max(cnt, 1)))
+        out["rms_onsite_residual"] = float(np.sqrt(sse / max(cnt, 1)))
     return out
 
 
@@ -493,27 +477,45 @@ def _accumulate_onsite(lay, op, sel, a, b, T, phi, mean, groups, K):
         atoms = np.nonzero(sp == pa)[0]
         if len(atoms) == 0:
             continue
-        for sa, la in enumerate(lay.slots):
-            for sb, lb in enumerate(lay.slots):
-                oa, ob = lay.slot_off[sa], lay.slot_off[sb]
-                ra, rb = np.arange(oa, oa + 2 * la + 1), np.arange(ob, ob + 2 * lb + 1)
-                if not (np.isin(ra, lay.select[pa]).all() and np.isin(rb, lay.select[pa]).all()):
-                    continue
-                qs = [q for q in lay.s_paths if lay.edge_paths[q][:2] == (sa, sb)]
-                # X[i, sub_a, sub_b, (species j, q, k)] = Σ_{edges i→j} T_q φ_k
-                X = np.zeros((n, len(ra), len(rb), nS, len(qs), K))
-                for t, q in enumerate(qs):
-                    contrib = T[q][:, ra[:, None], rb[None, :], None] * phi[:, None, None, :]  # [E, ra, rb, K]
-                    for pb in range(nS):
-                        m = (a == pa) & (b == pb)
-                        np.add.at(X[:, :, :, pb, t, :], snd[m], contrib[m])
-                X = X[atoms].reshape(len(atoms) * len(ra) * len(rb), -1)
-                Y = D[atoms][:, ra[:, None], rb[None, :]].reshape(-1)
-                g = groups.setdefault((pa, sa, sb, tuple(qs)), [0.0, 0.0, 0.0, 0])
-                g[0] = g[0] + X.T @ X
-                g[1] = g[1] + X.T @ Y
-                g[2] = g[2] + float(Y @ Y)
-                g[3] += Y.shape[0]
+        for sa, sb, ra, rb, qs in _slot_pairs(lay, pa, pa):  # both shells on atom i
+            # X[i, sub_a, sub_b, (species j, q, k)] = Σ_{edges i→j} T_q φ_k
+            X = np.zeros((n, len(ra), len(rb), nS, len(qs), K))
+            for t, q in enumerate(qs):
+                contrib = T[q][:, ra[:, None], rb[None, :], None] * phi[:, None, None, :]  # [E, ra, rb, K]
+                for pb in range(nS):
+                    m = (a == pa) & (b == pb)
+                    np.add.at(X[:, :, :, pb, t, :], snd[m], contrib[m])
+            X = X[atoms].reshape(len(atoms) * len(ra) * len(rb), -1)
+            Y = D[atoms][:, ra[:, None], rb[None, :]].reshape(-1, 1)
+            _accumulate(groups, (pa, sa, sb, qs), X, Y)
+
+
+def _slot_pairs(lay, pa, pb):
+    """``(slot a, slot b, rows, cols, parity-allowed paths)`` for the shell pairs that species
+    ``pa`` (rows) and ``pb`` (columns) both have, in the global orbital layout."""
+    for sa, la in enumerate(lay.slots):
+        for sb, lb in enumerate(lay.slots):
+            oa, ob = lay.slot_off[sa], lay.slot_off[sb]
+            ra, rb = np.arange(oa, oa + 2 * la + 1), np.arange(ob, ob + 2 * lb + 1)
+            if np.isin(ra, lay.select[pa]).all() and np.isin(rb, lay.select[pb]).all():
+                yield sa, sb, ra, rb, tuple(q for q in lay.s_paths if lay.edge_paths[q][:2] == (sa, sb))
+
+
+def _accumulate(groups, key, X, Y):
+    """Add one design block to the normal equations ``[XᵀX, XᵀY, Σ Y², rows]`` of ``key``."""
+    g = groups.setdefault(key, [0.0, 0.0, 0.0, 0])
+    g[0] = g[0] + X.T @ X
+    g[1] = g[1] + X.T @ Y
+    g[2] = g[2] + np.sum(Y ** 2, axis=0)
+    g[3] += Y.shape[0]
+
+
+def _ridge_solve(g, ridge):
+    """Ridge solution of accumulated normal equations and the residual sum of squares per column."""
+    ATA, ATy, yy, _ = g
+    c = np.linalg.solve(ATA + ridge * np.mean(np.diag(ATA)) * np.eye(ATA.shape[0]), ATy)
+    sse = yy - 2 * np.sum(c * ATy, axis=0) + np.sum(c * (ATA @ c), axis=0)
+    return c, np.maximum(sse, 0.0)
 
 
 def fit_statistics(cfg: HamiltonianConfig, ops) -> HamiltonianConfig:
@@ -694,7 +696,7 @@ def train_hamiltonian(config_path, run_dir, *, variant: str | None = None, resum
     if ft.get("from_run"):
         # start from a trained run: its architecture, fitted statistics and best parameters (the
         # model section of this config is not used); a new loss, data or schedule may be given
-        base_model, init_params = load_run(_resolve(ft["from_run"], repo) if repo else ft["from_run"])
+        base_model, init_params = load_run(_resolve(ft["from_run"], repo))
     if resume and os.path.isfile(model_path):
         with open(model_path) as fh:
             model = HamiltonianModel.from_json(fh.read())

@@ -152,30 +152,27 @@ def cmd_onsite(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit")
-    f.add_argument("--train", nargs="+", default=[])
-    f.add_argument("--test", nargs="+", default=[])
-    f.add_argument("--si64", action="store_true", help="fit and test on the ABACUS Si64 Hamiltonian")
-    f.add_argument("--cutoff", type=float, default=6.0)
-    f.add_argument("--k", type=int, default=40, help="radial Gaussians")
-    f.set_defaults(func=cmd_fit)
-    s = sub.add_parser("split")
-    s.add_argument("run_dir")
-    s.add_argument("--test", nargs="+", default=[])
-    s.add_argument("--si64", action="store_true")
-    s.add_argument("--window", type=float, default=2.0)
-    s.set_defaults(func=cmd_split)
-    o = sub.add_parser("onsite")
-    o.add_argument("--run", default=None)
-    o.add_argument("--test", nargs="+", default=[])
-    o.add_argument("--si64", action="store_true")
-    o.set_defaults(func=cmd_onsite)
-    t = sub.add_parser("shift")
-    t.add_argument("run_dir")
-    t.add_argument("--test", nargs="+", default=[])
-    t.add_argument("--si64", action="store_true")
-    t.add_argument("--window", type=float, default=2.0)
-    t.set_defaults(func=cmd_shift)
+    specs = {  # name: (function, positional run folder, help)
+        "fit": (cmd_fit, False, "fit the baselines on --train, block errors on --test (network off)"),
+        "split": (cmd_split, True, "band errors of a run from its H and its S separately"),
+        "onsite": (cmd_onsite, False, "on-site s-s variation of --test and a run's (--run) on-site MAE"),
+        "shift": (cmd_shift, True, "per-structure band MAE before and after removing a rigid offset"),
+    }
+    for name, (func, has_run, text) in specs.items():
+        p = sub.add_parser(name, help=text)
+        if has_run:
+            p.add_argument("run_dir", help="a Hamiltonian run folder")
+        p.add_argument("--test", nargs="+", default=[], help="test structures (.npz globs)")
+        p.add_argument("--si64", action="store_true", help="use the ABACUS Si64 Hamiltonian instead")
+        p.set_defaults(func=func)
+        if name in ("split", "shift"):
+            p.add_argument("--window", type=float, default=2.0, help="|E - E_F| window [eV]")
+        if name == "fit":
+            p.add_argument("--train", nargs="+", default=[], help="training structures (.npz globs)")
+            p.add_argument("--cutoff", type=float, default=6.0, help="model cutoff [Å]")
+            p.add_argument("--k", type=int, default=40, help="radial Gaussians")
+        if name == "onsite":
+            p.add_argument("--run", default=None, help="a Hamiltonian run folder (optional)")
     args = ap.parse_args(argv)
     args.func(args)
 
