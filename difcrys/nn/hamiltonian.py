@@ -95,6 +95,31 @@ class HamiltonianConfig:
             ``H_ii − mean ≈ Σ_j Σ_q g_{ab,q}(r_ij) C^{l1 l2 L_q} Y^{L_q}(r̂_ij)`` over the neighbours
             ``j`` within the cutoff (both shells on atom ``i``; the environment-dependent on-site
             term of tight-binding models), same shape (``None``: no on-site baseline).
+        three_body: channels ``P`` of a bond-environment (three-centre) edge feature, 0: off. For
+            an edge ``i → j`` it sums over the neighbours ``k`` of ``i`` within
+            ``three_body_cutoff`` the spherical harmonics ``Y(r̂_ik)`` and ``Y(r̂_jk)`` (``r_jk =
+            r_ik − r_ij``), each weighted per channel by an MLP of ``(r_ik, r_jk, cos θ_jik,
+            species_k)`` — the geometry on which a three-centre integral ``<φ_i|V_k|φ_j>``
+            depends. The reverse edge supplies the neighbours of ``j`` (hermitisation).
+        three_body_cutoff: reach [Å] of the third atom ``k`` from ``i``.
+        three_body_max: static capacity of neighbours per atom within ``three_body_cutoff``
+            (checked on the host when the graph is built: more raises :class:`ConfigError`).
+        bond_env_k: radial functions ``φ_a(r_ik)`` of the fitted *bond crystal-field* baseline
+            (0: off; needs ``two_centre_k``). It adds to the two-centre edge blocks the linear,
+            environment-dependent term ``Σ_q Σ_{a,b} ψ_b(r_ij) [c¹_{q,ab} Σ_{k∈N(i)} φ_a(r_ik)
+            C^{l1 l2 L_q} Y^{L_q}(r̂_ik) + c²_{q,ab} Σ_{k∈N(j)} φ_a(r_jk) C^{l1 l2 L_q} Y^{L_q}(r̂_jk)]``
+            over the neighbours ``k`` (other than the bond partner) within ``three_body_cutoff``
+            of either atom: the three-centre crystal field that makes graphene's π hopping
+            (p_z–p_z) differ from the in-plane ppπ, which a two-centre form forces equal.
+            Fitted jointly with the two-centre part (:func:`difcrys.train.hamiltonian.fit_two_centre`).
+        bond_env_kb: bond-length functions ``ψ_b(r_ij)`` of that term.
+        onsite_product: channels ``P`` of a second-order on-site feature, the channel-wise tensor
+            square ``(W h_i) ⊗ (W h_i)`` of a ``P``-channel projection of the node features (0:
+            off). The on-site head is otherwise linear in ``h_i``, i.e. in sums over single
+            neighbours; the square adds products over neighbour pairs ``(j, k)``, such as the
+            squared local normal that shifts graphene's p_z level when its neighbours leave
+            the plane.
+        bond_env_H: its fitted coefficients ``[n_species², n_paths, 2, bond_env_k, bond_env_kb]``.
     """
 
     basis: dict = dataclasses.field(default_factory=lambda: {"C": [0, 1]})
@@ -117,6 +142,13 @@ class HamiltonianConfig:
     two_centre_S: tuple | None = None
     two_centre_onsite: tuple | None = None
     edge_product: int = 0
+    three_body: int = 0
+    three_body_cutoff: float = 3.0
+    three_body_max: int = 16
+    bond_env_k: int = 0
+    bond_env_kb: int = 8
+    bond_env_H: tuple | None = None
+    onsite_product: int = 0
 
     def __post_init__(self):
         if not self.basis:
@@ -128,8 +160,17 @@ class HamiltonianConfig:
             raise ConfigError("model.num_layers >= 0, l_max >= 0, channels >= 1 required")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"model.dtype must be float32 or float64, got {self.dtype!r}")
+        if int(self.onsite_product) < 0:
+            raise ConfigError(f"model.onsite_product must be >= 0, got {self.onsite_product}")
         if int(self.edge_product) < 0:
             raise ConfigError(f"model.edge_product must be >= 0, got {self.edge_product}")
+        if int(self.three_body) < 0 or int(self.three_body_max) < 1:
+            raise ConfigError(f"model.three_body must be >= 0 and three_body_max >= 1, got "
+                              f"{self.three_body}, {self.three_body_max}")
+        if (self.three_body or self.bond_env_k) and not (0 < float(self.three_body_cutoff) <= float(self.cutoff)):
+            raise ConfigError(f"model.three_body_cutoff must lie in (0, cutoff], got {self.three_body_cutoff}")
+        if int(self.bond_env_k) and (int(self.bond_env_k) < 2 or int(self.bond_env_kb) < 2 or not int(self.two_centre_k)):
+            raise ConfigError("model.bond_env_k needs bond_env_k >= 2, bond_env_kb >= 2 and two_centre_k > 0")
         if int(self.two_centre_k) < 0 or int(self.two_centre_k) == 1:
             raise ConfigError(f"model.two_centre_k must be 0 (off) or >= 2, got {self.two_centre_k}")
         if not (0 <= float(self.two_centre_rmin) < float(self.cutoff)):
@@ -305,7 +346,117 @@ def _two_centre_eval(layout: _Layout, cfg: HamiltonianConfig, coeff_sets, vector
     return out
 
 
+def _gaussians(r, lo, hi, K, r_env, p):
+    """``[..., K]`` Gaussians centred evenly on ``[lo, hi]`` (width: their spacing) times the
+    envelope ``u(r / r_env)``."""
+    c = jnp.linspace(lo, hi, K, dtype=r.dtype)
+    w = (hi - lo) / (K - 1)
+    return jnp.exp(-(((r[..., None] - c) / w) ** 2)) * polynomial_envelope(r / r_env, p)[..., None]
+
+
+def bond_env_sums(layout: _Layout, cfg: HamiltonianConfig, vectors, valid, senders, n: int):
+    """``{L: [E, bond_env_k, 2L+1]}``: ``Σ_k φ_a(r_ik) Y^L(r̂_ik)`` over the neighbours ``k`` of the
+    sender ``i`` of each edge within ``three_body_cutoff``, the edge's own partner excluded (the
+    environment of the bond's first atom; the reverse edge gives the second's)."""
+    r3, M = float(cfg.three_body_cutoff), int(cfg.three_body_max)
+    r = jnp.where(valid, safe_norm(vectors), 1.0)
+    nb, ok = _three_body_table(senders, valid & (r < r3), n, M)
+    ok = ok & valid[:, None]
+    phi = _gaussians(r[nb], float(cfg.two_centre_rmin), r3, int(cfg.bond_env_k), r3, cfg.envelope_p) * ok[..., None]
+    E = vectors.shape[0]
+    shl = _two_centre_sh(layout, vectors[nb].reshape(-1, 3), ok.reshape(-1))
+    return {L: jnp.einsum("emk,emc->ekc", phi, y.reshape(E, M, -1)) for L, y in shl.items()}
+
+
+def bond_env_radial(r, cfg: HamiltonianConfig):
+    """``[E, bond_env_kb]`` bond-length functions ``ψ_b(r_ij)`` of the bond crystal field."""
+    return _gaussians(r, float(cfg.two_centre_rmin), float(cfg.cutoff), int(cfg.bond_env_kb), float(cfg.cutoff),
+                      cfg.envelope_p)
+
+
+def _bond_env_eval(layout: _Layout, cfg: HamiltonianConfig, coeffs, vectors, pair, valid, senders, reverse, n, dtype):
+    """Global-layout bond crystal-field blocks ``[E, nG, nG]`` (see ``HamiltonianConfig.bond_env_k``)."""
+    env1 = bond_env_sums(layout, cfg, vectors, valid, senders, n)
+    env = [env1, {L: x[reverse] for L, x in env1.items()}]
+    psi = bond_env_radial(jnp.where(valid, safe_norm(vectors), 1.0), cfg) * valid[:, None]
+    c = jnp.asarray(coeffs, dtype)[pair]                       # [E, nP, 2, Ka, Kb]
+    W = jnp.einsum("eqsab,eb->eqsa", c, psi)
+    chunks = [None] * len(layout.edge_paths)
+    for q in layout.s_paths:
+        L = layout.edge_paths[q][2]
+        chunks[q] = sum(jnp.einsum("ea,eac->ec", W[:, q, s], env[s][L]) for s in (0, 1))
+    return _coeffs_to_blocks(layout, chunks, dtype, (vectors.shape[0],))
+
+
 # ------------------------------------------------------------------------------------ network
+def _three_body_table(senders, mask3, n: int, M: int):
+    """``[E, M]`` indices of the edges ``i → k`` (``mask3``) leaving the sender ``i`` of each edge,
+    and their validity; built in-graph by sorting the edges by sender (static capacity ``M``)."""
+    E = senders.shape[0]
+    key = jnp.where(mask3, senders, n)
+    order = jnp.argsort(key, stable=True)
+    start = jnp.searchsorted(key[order], jnp.arange(n + 1), side="left")
+    si = jnp.clip(senders, 0, n - 1)
+    slot = start[si][:, None] + jnp.arange(M)[None, :]
+    ok = slot < start[si + 1][:, None]
+    nb = order[jnp.clip(slot, 0, E - 1)]
+    ok = ok & (nb != jnp.arange(E)[:, None])
+    return nb, ok
+
+
+class _ThreeBodyWeights(nn.Module):
+    """Per-triplet channel weights: an MLP of the triplet's invariants."""
+
+    hidden: int
+    n_out: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = jax.nn.silu(nn.Dense(self.hidden)(x))
+        x = jax.nn.silu(nn.Dense(self.hidden)(x))
+        return nn.Dense(self.n_out)(x)
+
+
+def _three_body_features(cfg, safe_vec, safe_r, valid, senders, receivers, species, nS, n, lsh):
+    """Bond-environment feature of each edge ``i → j`` (see ``HamiltonianConfig.three_body``):
+    ``Σ_k [w^a_c(·) Y(r̂_ik), w^b_c(·) Y(r̂_jk)]`` over the neighbours ``k ≠ j`` of ``i`` within
+    ``three_body_cutoff``, smoothly cut off in ``r_ik``. Equivariant: invariant weights times
+    spherical harmonics of relative vectors; invariant under permutations of the ``k``."""
+    P, M, r3 = int(cfg.three_body), int(cfg.three_body_max), float(cfg.three_body_cutoff)
+    dtype = safe_vec.dtype
+    mask3 = valid & (safe_r < r3)
+    nb, ok = _three_body_table(senders, mask3, n, M)
+    v_ik = safe_vec[nb]                                  # [E, M, 3]
+    r_ik = safe_r[nb]
+    v_jk = v_ik - safe_vec[:, None, :]
+    r_jk = safe_norm(v_jk)
+    ok = ok & valid[:, None] & (r_jk > 1e-6)
+    v_jk = jnp.where(ok[..., None], v_jk, jnp.asarray([1.0, 0.0, 0.0], dtype))
+    r_jk = jnp.where(ok, r_jk, 1.0)
+    cos = jnp.sum(v_ik * safe_vec[:, None, :], -1) / (r_ik * safe_r[:, None])
+    env3 = polynomial_envelope(r_ik / r3, cfg.envelope_p) * ok
+    rmax = float(cfg.cutoff) + r3
+    sk = species[jnp.clip(receivers[nb], 0, n - 1)]
+    inv = jnp.concatenate([e3nn.bessel(r_ik.reshape(-1), cfg.n_radial, r3).reshape(r_ik.shape + (-1,)),
+                           e3nn.bessel(r_jk.reshape(-1), cfg.n_radial, rmax).reshape(r_jk.shape + (-1,)),
+                           cos[..., None], jax.nn.one_hot(sk, nS, dtype=dtype)], -1).astype(dtype)
+    ls = list(range(max(lsh) + 1))
+    y_ik = e3nn.spherical_harmonics(ls, e3nn.IrrepsArray("1o", v_ik), normalize=True, normalization="component")
+    y_jk = e3nn.spherical_harmonics(ls, e3nn.IrrepsArray("1o", v_jk), normalize=True, normalization="component")
+    nL = len(ls)
+    w = _ThreeBodyWeights(cfg.radial_hidden, 2 * P * nL, name="three_body_mlp")(inv)
+    w = (w * env3[..., None]).reshape(w.shape[:-1] + (2, P, nL))   # [E, M, 2, P, nL]
+    norm = 1.0 / math.sqrt(float(M))
+    parts = []
+    for L in ls:
+        sl = slice(L * L, (L + 1) * (L + 1))
+        a = jnp.einsum("emp,emi->epi", w[:, :, 0, :, L], y_ik.array[..., sl]) * norm
+        b = jnp.einsum("emp,emi->epi", w[:, :, 1, :, L], y_jk.array[..., sl]) * norm
+        parts.append(jnp.concatenate([a, b], axis=1).reshape(a.shape[0], -1))
+    irreps = e3nn.Irreps([(2 * P, (L, (-1) ** L)) for L in ls])
+    return e3nn.IrrepsArray(irreps, jnp.concatenate(parts, -1))
+
+
 class HamiltonianNet(nn.Module):
     """Raw network: returns ``(H_edge [E,no,no], H_onsite [n,no,no], S_edge [E,no,no])`` before
     hermitisation and the on-site means (see :class:`HamiltonianModel`)."""
@@ -346,9 +497,14 @@ class HamiltonianNet(nn.Module):
         xa = e3nn.flax.Linear(h.irreps, name="edge_a")(h)[senders]
         xb = e3nn.flax.Linear(h.irreps, name="edge_b")(h)[receivers]
         xe = e3nn.concatenate([xa, xb])
+        scal3 = []
+        if cfg.three_body:
+            b3 = _three_body_features(cfg, safe_vec, safe_r, valid, senders, receivers, species, nS, n, lsh)
+            xe = e3nn.concatenate([xe, b3])
+            scal3 = [b3.filter(keep="0e").array]
         out_irreps = lay.irreps_edge
         tp = e3nn.tensor_product(xe, sh, filter_ir_out=list({ir for _, ir in out_irreps} | {ir for _, ir in hidden}))
-        scal = jnp.concatenate([radial, xa.filter(keep="0e").array, xb.filter(keep="0e").array], axis=-1)
+        scal = jnp.concatenate([radial, xa.filter(keep="0e").array, xb.filter(keep="0e").array] + scal3, axis=-1)
         w = e3nn.flax.MultiLayerPerceptron((cfg.radial_hidden, cfg.radial_hidden, tp.irreps.num_irreps),
                                            act=jax.nn.silu, output_activation=False, name="edge_radial")(scal)
         tp = tp * w
@@ -366,8 +522,14 @@ class HamiltonianNet(nn.Module):
         H_edge = _to_species_layout(lay, G, si, sj)
 
         # ---- on-site blocks (same-slot paths of one atom)
+        ho = h
+        if cfg.onsite_product:
+            hid_o = _hidden_irreps(int(cfg.onsite_product), cfg.l_max)
+            po = e3nn.flax.Linear(hid_o, force_irreps_out=True, name="onsite_p")(h)
+            ho = e3nn.concatenate([h, e3nn.elementwise_tensor_product(
+                po, po, filter_ir_out=list({ir for _, ir in out_irreps}))])
         co = e3nn.flax.Linear(out_irreps, num_indexed_weights=nS, force_irreps_out=True,
-                              name="onsite_out")(species, h.regroup())
+                              name="onsite_out")(species, ho.regroup())
         osc = cfg.scale if cfg.onsite_scale is None else cfg.onsite_scale
         Go = _coeffs_to_blocks(lay, _path_chunks(lay, co * osc), dtype, (n,))
         H_on = _to_species_layout(lay, Go, species, species)
@@ -482,10 +644,25 @@ class HamiltonianModel:
     def graph(self, crystal: Crystal, **kw) -> HGraph:
         """Neighbour graph within the cutoff, with reverse edges (host)."""
         self.check_numbers(crystal.numbers, crystal.mask)
+        self.check_three_body(crystal)
         g = neighbor_graph(crystal, self.config.cutoff, **kw)
         rev = reverse_edges(g.senders, g.receivers, g.shifts, g.mask)
         return HGraph(senders=jnp.asarray(g.senders), receivers=jnp.asarray(g.receivers),
                       shifts=jnp.asarray(g.shifts), mask=jnp.asarray(g.mask), reverse=jnp.asarray(rev, jnp.int32))
+
+    def check_three_body(self, crystal: Crystal) -> None:
+        """Raise :class:`ConfigError` if an atom has more neighbours within ``three_body_cutoff``
+        than the static capacity ``three_body_max`` (host; no-op when ``three_body`` is off)."""
+        cfg = self.config
+        if not (cfg.three_body or cfg.bond_env_k):
+            return
+        g = neighbor_graph(crystal, float(cfg.three_body_cutoff))
+        m = np.asarray(g.mask)
+        s_ = np.asarray(g.senders)[m]
+        worst = int(np.bincount(s_).max()) if len(s_) else 0
+        if worst > int(cfg.three_body_max):
+            raise ConfigError(f"an atom has {worst} neighbours within three_body_cutoff = {cfg.three_body_cutoff} Å, "
+                              f"more than model.three_body_max = {cfg.three_body_max}")
 
     @functools.cached_property
     def _init_fn(self):
@@ -543,6 +720,11 @@ class HamiltonianModel:
             sets.append(cfg.two_centre_onsite)
         G = _two_centre_eval(lay, cfg, sets, vec, pair, valid, He.dtype)
         He = He + _to_species_layout(lay, G[0], si, sj)
+        if cfg.bond_env_k:
+            if cfg.bond_env_H is None:
+                raise ConfigError("model.bond_env_k > 0 but the bond crystal-field coefficients were never fitted")
+            Gb = _bond_env_eval(lay, cfg, cfg.bond_env_H, vec, pair, valid, graph.senders, graph.reverse, n, He.dtype)
+            He = He + _to_species_layout(lay, Gb, si, sj)
         Se = _to_species_layout(lay, G[1], si, sj)
         if cfg.two_centre_onsite is not None:  # crystal field: both shells on the sender atom
             cf = _to_species_layout(lay, G[2], si, si)
@@ -590,6 +772,7 @@ class HamiltonianModel:
         from difcrys.tb.operators import TBOperator
 
         self.check_numbers(crystal.numbers, crystal.mask)
+        self.check_three_body(crystal)
         cfg = self.config
         rc = float(cfg.cutoff)
         halo = (int(cfg.num_layers) + 1) * rc

@@ -36,6 +36,7 @@ import json
 import os
 import time
 
+import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,6 +68,12 @@ class HLossConfig:
             each structure (``kpts_mesh``, reference energies ``eig_mesh``), else Γ. With explicit
             k-points the reference energies are the eigenvalues of the structure's own H and S.
         band_window_ev: half-width of the energy window of the band loss [eV].
+        onsite: extra factor on the on-site entries of the H block loss (1: all entries alike).
+            On-site blocks are a few per cent of the entries, but their errors move whole bands
+            (an atom's p_z level enters every π state on it).
+        select_by: validation metric that picks the best checkpoint and drives the LR plateau and
+            early stopping when there is a band loss: ``"bands"`` (band MAE) or ``"blocks"``
+            (block MAE, which is less noisy on a handful of validation cells).
     """
 
     H: float = 1.0
@@ -74,6 +81,8 @@ class HLossConfig:
     bands: float = 0.0
     band_kpoints: list | None = None
     band_window_ev: float = 2.0
+    onsite: float = 1.0
+    select_by: str = "bands"
 
 
 # ------------------------------------------------------------------------------------ data
@@ -242,6 +251,11 @@ class HamiltonianTask:
 
     def __init__(self, model: HamiltonianModel, train, val, loss: HLossConfig, cfg: TrainConfig):
         self.model, self.loss_cfg, self.cfg = model, loss, cfg
+        if loss.select_by not in ("bands", "blocks"):
+            raise ConfigError(f"loss.select_by must be 'bands' or 'blocks', got {loss.select_by!r}")
+        if loss.onsite < 0 or loss.H < 0 or loss.S < 0 or loss.bands < 0:
+            raise ConfigError(f"loss weights must be >= 0, got H={loss.H}, S={loss.S}, bands={loss.bands}, "
+                              f"onsite={loss.onsite}")
         ops = list(train) + list(val)
         self.n_max = max(op.n_atoms for op in ops)
         self.e_max = max(int(np.asarray(model.graph(op.crystal).mask).sum()) for op in ops)
@@ -258,7 +272,8 @@ class HamiltonianTask:
                 it["band_m"] = np.concatenate([msk, np.zeros((pad,) + msk.shape[1:], bool)])
         self._eval_fn = jax.jit(self._eval_errors)
         if loss.bands > 0:
-            self.val_metric = "mae_band_meV"  # select the model that reproduces the bands best
+            if loss.select_by == "bands":
+                self.val_metric = "mae_band_meV"  # select the model that reproduces the bands best
 
     def _eval_errors(self, params, b):
         pred = self._predict(params, b)
@@ -295,7 +310,7 @@ class HamiltonianTask:
             yield self._stack(items)
 
     def loss_weights(self, epoch):
-        return {"H": self.loss_cfg.H, "S": self.loss_cfg.S, "bands": self.loss_cfg.bands}
+        return {"H": self.loss_cfg.H, "S": self.loss_cfg.S, "bands": self.loss_cfg.bands, "onsite": self.loss_cfg.onsite}
 
     def _predict(self, params, b):
         def one(x):
@@ -317,6 +332,7 @@ class HamiltonianTask:
             do = (pred[f"{name}_onsite"] - b[f"{name}_onsite"]) * em
             cnt = jnp.sum(ee) + jnp.sum(em)
             out[f"sse_{name}"] = jnp.sum(de ** 2) + jnp.sum(do ** 2)
+            out[f"sse_{name}_onsite"] = jnp.sum(do ** 2)
             out[f"sae_{name}"] = jnp.sum(jnp.abs(de)) + jnp.sum(jnp.abs(do))
             out[f"max_{name}"] = jnp.maximum(jnp.max(jnp.abs(de)), jnp.max(jnp.abs(do)))
             out["count"] = cnt
@@ -339,7 +355,8 @@ class HamiltonianTask:
         pred = self._predict(params, b)
         e = self._errors(pred, b)
         c = jnp.maximum(e["count"], 1.0)
-        loss = weights["H"] * e["sse_H"] / c + weights["S"] * e["sse_S"] / c
+        sse_H = e["sse_H"] + (weights["onsite"] - 1.0) * e["sse_H_onsite"]
+        loss = weights["H"] * sse_H / c + weights["S"] * e["sse_S"] / c
         aux = {"mae_H_meV": 1000.0 * e["sae_H"] / c, "mae_S": e["sae_S"] / c}
         if self.loss_cfg.bands > 0:
             sq, ab, nb = self._band_sq(pred, b)
@@ -379,13 +396,17 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9, onsite_mean
     mean diagonal of the normal matrix). For the overlap, which *is* a two-centre quantity, this
     is exact up to the radial resolution; for H it is the baseline the network corrects.
 
+    With ``cfg.bond_env_k > 0`` the H blocks get, fitted jointly, the bond crystal field of
+    ``HamiltonianConfig.bond_env_k`` (linear in its coefficients, like the rest).
+
     With ``onsite_mean`` (``[n_species, no, no]``, the species-mean on-site blocks), the on-site
     deviations ``H_ii − mean`` are fitted too, by the crystal-field sum
     ``Σ_{j ≠ i, r_ij < r_c} Σ_q g_{ab,q}(r_ij) C^{l1 l2 L_q} Y^{L_q}(r̂_ij)`` (both shells on atom i).
 
     Returns:
         dict with coefficient lists ``H``, ``S`` (and ``onsite``) of shape ``[n_species², n_paths, K]``,
-        and ``rms_H_residual`` (``rms_onsite_residual``) [eV]: the RMS of the entries the
+        ``bond_env`` (``[n_species², n_paths, 2, bond_env_k, bond_env_kb]``, with the bond crystal
+        field), and ``rms_H_residual`` (``rms_onsite_residual``) [eV]: the RMS of the entries the
         baseline does not explain.
     """
     from difcrys.nn.hamiltonian import _layout, two_centre_path_blocks, two_centre_radial
@@ -393,8 +414,10 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9, onsite_mean
     lay = _layout(cfg)
     species = np.asarray(lay.species)
     nS, nP, K, no, nG = len(species), len(lay.edge_paths), int(cfg.two_centre_k), lay.no, lay.nG
+    Ka, Kb = int(cfg.bond_env_k), int(cfg.bond_env_kb)
+    nE = 2 * Ka * Kb if Ka else 0  # bond crystal-field columns per path
     rc = float(cfg.cutoff)
-    groups = {}  # (pair, slot a, slot b) -> [ATA, ATy, yTy, count]
+    groups = {"H": {}, "S": {}}  # (pair, slot a, slot b, paths) -> [ATA, ATy, yTy, count]
     ogroups = {}  # on-site: (species i, slot a, slot b) -> [ATA, ATy, yTy, count]
     for op in ops:
         d = op.bond_vectors()
@@ -409,6 +432,7 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9, onsite_mean
             T = {q: np.asarray(v) for q, v in two_centre_path_blocks(lay, jnp.asarray(d[sel], jnp.float64),
                                                                       jnp.float64).items()}
             phi = np.asarray(two_centre_radial(jnp.asarray(r[sel], jnp.float64), cfg))
+            env = _bond_env_features(lay, cfg, op, sel, d, r) if Ka else None
         E = len(sel)
         if onsite_mean is not None:
             _accumulate_onsite(lay, op, sel, a, b, T, phi, np.asarray(onsite_mean, float), ogroups, K)
@@ -429,17 +453,38 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9, onsite_mean
                 for sa, sb, ra, rb, qs in _slot_pairs(lay, pa, pb):
                     X = np.concatenate([T[q][m][:, ra[:, None], rb[None, :], None] * phi[m][:, None, None, :]
                                         for q in qs], axis=-1).reshape(-1, len(qs) * K)
-                    Y = np.stack([tg[n_][m][:, ra[:, None], rb[None, :]].reshape(-1) for n_ in ("H", "S")], 1)
-                    _accumulate(groups, (pa * nS + pb, sa, sb, qs), X, Y)
+                    key = (pa * nS + pb, sa, sb, qs)
+                    _accumulate(groups["S"], key, X, tg["S"][m][:, ra[:, None], rb[None, :]].reshape(-1, 1))
+                    if Ka:
+                        la, lb = lay.slots[sa], lay.slots[sb]
+                        cols = []
+                        for q in qs:
+                            L = lay.edge_paths[q][2]
+                            cg = np.asarray(e3nn.clebsch_gordan(la, lb, L)) * np.sqrt(2 * L + 1)
+                            for side in (0, 1):
+                                cols.append(np.einsum("ijc,eac,eb->eijab", cg, env[0][side][L][m],
+                                                      env[1][m]).reshape(int(m.sum()) * len(ra) * len(rb), Ka * Kb))
+                        X = np.concatenate([X] + cols, axis=1)
+                    _accumulate(groups["H"], key, X, tg["H"][m][:, ra[:, None], rb[None, :]].reshape(-1, 1))
     cH, cS = np.zeros((nS * nS, nP, K)), np.zeros((nS * nS, nP, K))
+    cE = np.zeros((nS * nS, nP, 2, Ka, Kb))
+    for (pair, _, _, qs), g in groups["S"].items():
+        c, _ = _ridge_solve(g, ridge)
+        for t, q in enumerate(qs):
+            cS[pair, q] = c[t * K:(t + 1) * K, 0]
     sse, cnt = 0.0, 0
-    for (pair, _, _, qs), g in groups.items():
+    for (pair, _, _, qs), g in groups["H"].items():
         c, sse_g = _ridge_solve(g, ridge)
         for t, q in enumerate(qs):
-            cH[pair, q], cS[pair, q] = c[t * K:(t + 1) * K, 0], c[t * K:(t + 1) * K, 1]
-        sse += sse_g[0]  # H only: the rms sets the scale of the learned H corrections
+            cH[pair, q] = c[t * K:(t + 1) * K, 0]
+            if Ka:
+                o = len(qs) * K + t * nE
+                cE[pair, q] = c[o:o + nE, 0].reshape(2, Ka, Kb)
+        sse += sse_g[0]  # the rms sets the scale of the learned H corrections
         cnt += g[3]
     out = {"H": cH.tolist(), "S": cS.tolist(), "rms_H_residual": float(np.sqrt(sse / max(cnt, 1)))}
+    if Ka:
+        out["bond_env"] = cE.tolist()
     if onsite_mean is not None:
         cO = np.zeros((nS * nS, nP, K))
         sse, cnt = 0.0, 0
@@ -454,6 +499,33 @@ def fit_two_centre(cfg: HamiltonianConfig, ops, ridge: float = 1e-9, onsite_mean
         out["onsite"] = cO.tolist()
         out["rms_onsite_residual"] = float(np.sqrt(sse / max(cnt, 1)))
     return out
+
+
+def _bond_env_features(lay, cfg, op, sel, d, r):
+    """``([{L: [E, Ka, 2L+1]}, same for the bond's second atom], ψ [E, Kb])`` of the edges ``sel``
+    of one operator: the environment sums of the bond crystal field, computed by the model's own
+    functions (so that fit and prediction agree)."""
+    from difcrys.nn.hamiltonian import bond_env_radial, bond_env_sums
+
+    n = op.n_atoms
+    snd = op.pairs[sel, 0]
+    near = r[sel] < float(cfg.three_body_cutoff)
+    worst = int(np.bincount(snd[near], minlength=1).max()) if near.any() else 0
+    if worst > int(cfg.three_body_max):
+        raise ConfigError(f"an atom has {worst} neighbours within three_body_cutoff = {cfg.three_body_cutoff} Å, "
+                          f"more than model.three_body_max = {cfg.three_body_max}")
+    key = {(int(i), int(j), tuple(int(x) for x in R)): e for e, ((i, j), R) in enumerate(zip(op.pairs[sel], op.shifts[sel]))}
+    try:
+        rev = np.array([key[(int(j), int(i), tuple(-int(x) for x in R))] for (i, j), R in zip(op.pairs[sel], op.shifts[sel])])
+    except KeyError as err:
+        raise ConfigError(f"block {err.args[0]} (the reverse of an edge within the cutoff) is missing") from None
+    lay_vec = jnp.asarray(d[sel], jnp.float64)
+    valid = jnp.ones(len(sel), bool)
+    env1 = bond_env_sums(lay, cfg, lay_vec, valid, jnp.asarray(snd), n)
+    env1 = {L: np.asarray(x) for L, x in env1.items()}
+    env2 = {L: x[rev] for L, x in env1.items()}
+    psi = np.asarray(bond_env_radial(jnp.asarray(r[sel], jnp.float64), cfg))
+    return [env1, env2], psi
 
 
 def _accumulate_onsite(lay, op, sel, a, b, T, phi, mean, groups, K):
@@ -559,6 +631,8 @@ def fit_statistics(cfg: HamiltonianConfig, ops) -> HamiltonianConfig:
     if cfg.two_centre_k:
         tc = fit_two_centre(cfg, ops, onsite_mean=mean)
         extra = {"two_centre_H": tc["H"], "two_centre_S": tc["S"], "two_centre_onsite": tc["onsite"]}
+        if cfg.bond_env_k:
+            extra["bond_env_H"] = tc["bond_env"]
         scale = tc["rms_H_residual"] if tc["rms_H_residual"] > 0 else scale
         if tc["rms_onsite_residual"] > 0:
             onsite_scale = tc["rms_onsite_residual"]

@@ -12,6 +12,8 @@ on-site blocks alone and the overlap::
         --test "experiments/deeph/data/graphene_01*.npz" --cutoff 6
     python experiments/deeph/baselines.py fit --si64 --cutoff 7
 
+``--bond-env 6`` adds the fitted bond crystal field (``model.bond_env_k``, reach ``--reach``).
+
 ``split`` — for a trained run, the band errors near E_F of (predicted H, exact S), (exact H,
 predicted S) and (both predicted), against the reference truncated at the model cutoff::
 
@@ -57,6 +59,27 @@ def _onsite_errors(model, params, ops):
     return out
 
 
+def _shell_errors(model, params, ops, shells=((0.0, 0.01), (0.01, 1.8), (1.8, 2.8), (2.8, 3.2), (3.2, 4.5), (4.5, 6.1))):
+    """H block MAE [meV] by bond length (all entries, and the p_z–p_z entry: orbital 3 of C s, p)."""
+    from difcrys.train.hamiltonian import truncate
+
+    acc = {}
+    for op in ops:
+        pred = model.predict_operator(params, op.crystal)
+        ref = truncate(op, model.config.cutoff)
+        key = {(int(i), int(j), tuple(int(x) for x in R)): p for p, ((i, j), R) in enumerate(zip(pred.pairs, pred.shifts))}
+        idx = np.array([key[(int(i), int(j), tuple(int(x) for x in R))] for (i, j), R in zip(ref.pairs, ref.shifts)])
+        err = np.abs(pred.H[idx] - ref.H)
+        d = np.linalg.norm(ref.bond_vectors(), axis=1)
+        for a, b in shells:
+            m = (d >= a) & (d < b)
+            if m.any():
+                acc.setdefault(f"[{a},{b}) all", []).append(1000 * err[m].mean())
+                if err.shape[1] > 3:
+                    acc.setdefault(f"[{a},{b}) pz-pz", []).append(1000 * err[m][:, 3, 3].mean())
+    return {k: round(float(np.mean(v)), 1) for k, v in acc.items()}
+
+
 def cmd_fit(args):
     import jax
 
@@ -66,15 +89,18 @@ def cmd_fit(args):
     train = _ops(args, "train")
     test = train if args.si64 else _ops(args, "test")
     basis = {"Si": "1s1p"} if args.si64 else {"C": [0, 1]}
+    env = dict(bond_env_k=args.bond_env, bond_env_kb=args.bond_env_kb, three_body_cutoff=args.reach,
+               three_body_max=64) if args.bond_env else {}
     cfg = fit_statistics(HamiltonianConfig(basis=basis, cutoff=args.cutoff, two_centre_k=args.k, num_layers=0,
-                                           channels=2, dtype="float64"), train)
+                                           channels=2, dtype="float64", **env), train)
     model = HamiltonianModel(cfg)
     params = jax.tree_util.tree_map(lambda x: 0.0 * x, model.init(jax.random.PRNGKey(0)))
     be = block_errors(model, params, test)
     res = {"n_train": len(train), "n_test": len(test), "edge_residual_rms_meV": 1000 * cfg.scale,
            "onsite_residual_rms_meV": 1000 * cfg.onsite_scale, "block_mae_H_meV": be["mae_H_meV"],
            "block_max_H_meV": be["max_H_meV"], "mae_S": be["mae_S"],
-           "onsite_mae_meV_per_structure": _onsite_errors(model, params, test)}
+           "onsite_mae_meV_per_structure": _onsite_errors(model, params, test),
+           "by_distance": _shell_errors(model, params, test)}
     print(json.dumps(res, indent=1))
 
 
@@ -171,6 +197,9 @@ def main(argv=None):
             p.add_argument("--train", nargs="+", default=[], help="training structures (.npz globs)")
             p.add_argument("--cutoff", type=float, default=6.0, help="model cutoff [Å]")
             p.add_argument("--k", type=int, default=40, help="radial Gaussians")
+            p.add_argument("--bond-env", type=int, default=0, help="bond crystal field: functions of r_ik (0: off)")
+            p.add_argument("--bond-env-kb", type=int, default=8, help="bond crystal field: functions of r_ij")
+            p.add_argument("--reach", type=float, default=4.2, help="bond crystal field: reach of k from i [Å]")
         if name == "onsite":
             p.add_argument("--run", default=None, help="a Hamiltonian run folder (optional)")
     args = ap.parse_args(argv)

@@ -32,7 +32,11 @@ def main(argv=None):
                          "si64_two_centre_bands=runs/deeph_si64_2c_bands",
                          "si64_two_centre_bands_mesh=runs/deeph_si64_2c_bands_mesh",
                          "graphene_two_centre=runs/deeph_graphene_2c",
-                         "graphene_two_centre_product=runs/deeph_graphene_2c_product"]
+                         "graphene_two_centre_product=runs/deeph_graphene_2c_product",
+                         "graphene_two_centre_3b=runs/deeph_graphene_2c_3b",
+                         "graphene_two_centre_env_band_selected=runs/deeph_graphene_env",
+                         "graphene_two_centre_env=runs/deeph_graphene_env2",
+                         "graphene_two_centre_env_onsite_2700s=runs/deeph_graphene_env_onsite"]
     res = {"data": {}, "commands": {
         "generate": "nice -n 10 python experiments/deeph/generate.py --set graphene|graphene3|bilayer ...",
         "train_graphene": "difcrys train configs/hamiltonian_graphene.yaml --run-dir runs/deeph_graphene",
@@ -67,7 +71,8 @@ def main(argv=None):
                 res[name] = json.load(fh)
     for name in ("tbg", "tbg29", "tbg29_two_centre", "scaling", "scaling_1core", "baselines_fit_graphene",
                  "baselines_fit_si64", "baselines_split_si64_large", "baselines_split_si64_2c_bands_mesh",
-                 "baselines_shift_graphene_2c"):
+                 "baselines_shift_graphene_2c", "baselines_fit_graphene_bond_env", "baselines_shift_graphene_env2",
+                 "baselines_shift_graphene_env2_val", "scaling_env", "eval_graphene_env_onsite_final"):
         p = os.path.join(HERE, f"{name}.json")
         if os.path.isfile(p):
             with open(p) as fh:
