@@ -72,7 +72,7 @@ def main(argv=None):
     for name in ("tbg", "tbg29", "tbg29_two_centre", "scaling", "scaling_1core", "baselines_fit_graphene",
                  "baselines_fit_si64", "baselines_split_si64_large", "baselines_split_si64_2c_bands_mesh",
                  "baselines_shift_graphene_2c", "baselines_fit_graphene_bond_env", "baselines_shift_graphene_env2",
-                 "baselines_shift_graphene_env2_val", "scaling_env", "eval_graphene_env_onsite_final"):
+                 "baselines_shift_graphene_env2_val", "baselines_shift_graphene_env_onsite", "scaling_env", "eval_graphene_env_onsite_final"):
         p = os.path.join(HERE, f"{name}.json")
         if os.path.isfile(p):
             with open(p) as fh:
