@@ -312,14 +312,13 @@ def test_two_centre_overlap_of_pyscf_graphene_held_out():
     assert err["mae_H_meV"] < 150.0
 
 
-def test_band_loss_matches_band_errors_of_the_predicted_operator():
-    """The band loss's dense Bloch sums and eigen-solve (padded, batched, in the training graph)
-    give the same band errors as the TBOperator path used for evaluation."""
+def _two_pyscf_cells_model():
+    """Two committed PySCF graphene cells and a small float64 model with the two-centre baseline
+    fitted to them (random network weights)."""
     import glob
     import os
 
-    from difcrys.train.hamiltonian import HamiltonianTask, HLossConfig, band_errors, fit_statistics, load_operators
-    from difcrys.train.loop import TrainConfig
+    from difcrys.train.hamiltonian import fit_statistics, load_operators
 
     here = os.path.join(os.path.dirname(__file__), "..", "experiments", "deeph", "data")
     ops = load_operators({"files": sorted(glob.glob(os.path.join(here, "graphene_00[0-1].npz")))})
@@ -327,6 +326,16 @@ def test_band_loss_matches_band_errors_of_the_predicted_operator():
                                            l_max=1, channels=2, n_radial=3, radial_hidden=4, two_centre_k=12), ops)
     model = HamiltonianModel(cfg)
     params = model.init(jax.random.PRNGKey(2))
+    return ops, model, params
+
+
+def test_band_loss_matches_band_errors_of_the_predicted_operator():
+    """The band loss's dense Bloch sums and eigen-solve (padded, batched, in the training graph)
+    give the same band errors as the TBOperator path used for evaluation."""
+    from difcrys.train.hamiltonian import HamiltonianTask, HLossConfig, band_errors
+    from difcrys.train.loop import TrainConfig
+
+    ops, model, params = _two_pyscf_cells_model()
     task = HamiltonianTask(model, ops[:1], ops[1:], HLossConfig(bands=1.0, band_window_ev=2.0),
                            TrainConfig(batch_size=1))
     b = next(task.val_batches())
@@ -344,19 +353,11 @@ def test_onsite_loss_weight_and_selection_metric():
     """``loss.onsite`` re-weights exactly the on-site entries of the block loss (checked against
     the on-site squared error of the predicted operator), ``select_by`` picks the metric, and bad
     settings are rejected."""
-    import glob
-    import os
-
     from difcrys.errors import ConfigError
-    from difcrys.train.hamiltonian import HamiltonianTask, HLossConfig, fit_statistics, load_operators
+    from difcrys.train.hamiltonian import HamiltonianTask, HLossConfig
     from difcrys.train.loop import TrainConfig
 
-    here = os.path.join(os.path.dirname(__file__), "..", "experiments", "deeph", "data")
-    ops = load_operators({"files": sorted(glob.glob(os.path.join(here, "graphene_00[0-1].npz")))})
-    cfg = fit_statistics(HamiltonianConfig(basis={"C": [0, 1]}, cutoff=4.0, dtype="float64", num_layers=0,
-                                           l_max=1, channels=2, n_radial=3, radial_hidden=4, two_centre_k=12), ops)
-    model = HamiltonianModel(cfg)
-    params = model.init(jax.random.PRNGKey(2))
+    ops, model, params = _two_pyscf_cells_model()
     losses = {}
     for w in (1.0, 5.0):
         task = HamiltonianTask(model, ops[:1], ops[1:], HLossConfig(S=0.0, onsite=w), TrainConfig(batch_size=1))
