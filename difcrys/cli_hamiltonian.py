@@ -133,7 +133,7 @@ def _plot(bs, e_dos, g, ref, filename, title="", ref_eig=None, ylim=None):
 def cmd_evaluate(args) -> int:
     """``difcrys evaluate RUN_DIR [DATA]``: block MAE and band errors on the run's test sets or DATA."""
     from difcrys.train.config import load_yaml
-    from difcrys.train.hamiltonian import _safe_band_errors, block_errors, load_operators, load_run
+    from difcrys.train.hamiltonian import _safe_band_errors, block_errors, load_operators, load_run, pool_band_errors
 
     model, params = load_run(args.run_dir, getattr(args, "which", "best") or "best")
     cfg = load_yaml(os.path.join(args.run_dir, "config.yaml"))
@@ -148,6 +148,7 @@ def cmd_evaluate(args) -> int:
         ops = load_operators(spec, os.getcwd())
         r = block_errors(model, params, ops)
         r["bands"] = [_safe_band_errors(model, params, op, window) for op in ops]
+        r["bands_pooled"] = pool_band_errors(r["bands"])
         res[name] = r
     if args.out:
         with open(args.out, "w") as fh:
@@ -157,7 +158,12 @@ def cmd_evaluate(args) -> int:
     else:
         for name, r in res.items():
             print(f"{name}: {r['n_structures']} structures, H block MAE {r['mae_H_meV']:.3f} meV "
-                  f"(max {r['max_H_meV']:.2f} meV), S block MAE {r['mae_S']:.2e}")
+                  f"(max {r['max_H_meV']:.2f} meV; {r['mae_H_gauge_meV']:.3f} meV without each structure's "
+                  f"constant potential offset), S block MAE {r['mae_S']:.2e}")
+            pooled = {k: v for k, v in r["bands_pooled"].items() if k.startswith("model_") and k.endswith("mae_meV")}
+            if pooled:
+                print("  all bands |E-E_F|<%.1f eV: " % window + ", ".join(f"{k[6:-8]} MAE {v:.2f} meV"
+                                                                          for k, v in pooled.items()))
             for b in r["bands"]:
                 if "error" in b:
                     print(f"  bands: {b['error']}")

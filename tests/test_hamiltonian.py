@@ -339,14 +339,64 @@ def test_band_loss_matches_band_errors_of_the_predicted_operator():
     task = HamiltonianTask(model, ops[:1], ops[1:], HLossConfig(bands=1.0, band_window_ev=2.0),
                            TrainConfig(batch_size=1))
     b = next(task.val_batches())
-    sq, ab, n = task._band_sq(task._predict(params, b), b)
+    sq, ab, n, sqg, abg = task._band_sq(task._predict(params, b), b)
     ref = band_errors(model.predict_operator(params, ops[1].crystal), ops[1], window_ev=2.0)
     assert int(n) == ref["model_mesh_n"] > 10
     np.testing.assert_allclose(1000.0 * float(ab) / float(n), ref["model_mesh_mae_meV"], rtol=1e-8)
+    np.testing.assert_allclose(1000.0 * float(abg) / float(n), ref["model_mesh_shift_mae_meV"], rtol=1e-8)
     # and its gradient is finite and not zero
     g = jax.grad(lambda p: task.loss(p, b, task.loss_weights(0))[0])(params)
     norms = [float(np.abs(x).max()) for x in jax.tree_util.tree_leaves(g)]
     assert all(np.isfinite(norms)) and max(norms) > 0
+
+
+def test_gauge_loss_and_fermi_aligned_bands_ignore_a_constant_potential_offset():
+    """A constant potential offset c adds c·S(R) to every block and c to every band energy. The
+    gauge block loss, the gauge band loss and the Fermi-aligned band errors do not change when the
+    reference is offset that way, while the raw ones do; the fitted offset is c itself."""
+    from difcrys.tb.operators import TBOperator
+    from difcrys.train.hamiltonian import HamiltonianTask, HLossConfig, band_errors, block_errors, pool_band_errors
+    from difcrys.train.loop import TrainConfig
+
+    ops, model, params = _two_pyscf_cells_model()
+    ref = ops[1]
+    c = 0.037  # eV
+    meta = dict(ref.meta)
+    for k in ("eig_mesh", "eig_extra", "mu_ev"):
+        if k in meta:
+            meta[k] = np.asarray(meta[k]) + c
+    moved = TBOperator(crystal=ref.crystal, basis=ref.basis, pairs=ref.pairs, shifts=ref.shifts,
+                       H=ref.H + c * ref.S, S=ref.S, meta=meta)
+    def loss(op, gauge):
+        task = HamiltonianTask(model, ops[:1], [op], HLossConfig(S=0.0, bands=0.5, onsite=3.0, gauge=gauge),
+                               TrainConfig(batch_size=1))
+        return float(task.loss(params, next(task.val_batches()), task.loss_weights(0))[0])
+
+    out = {name: (loss(op, True), block_errors(model, params, [op]),
+                  band_errors(model.predict_operator(params, op.crystal), op, 2.0))
+           for name, op in (("ref", ref), ("moved", moved))}
+    raw = {name: loss(op, False) for name, op in (("ref", ref), ("moved", moved))}
+    np.testing.assert_allclose(out["moved"][0], out["ref"][0], rtol=1e-7)
+    assert abs(raw["moved"] - raw["ref"]) > 1e-3 * raw["ref"]
+    for k in ("mae_H_gauge_meV",):
+        np.testing.assert_allclose(out["moved"][1][k], out["ref"][1][k], rtol=1e-7)
+    np.testing.assert_allclose(out["ref"][1]["per_structure_offset_meV"][0] - out["moved"][1]["per_structure_offset_meV"][0],
+                               1000.0 * c, rtol=1e-7)
+    for k in ("model_mesh_ef_mae_meV", "model_off_mesh_ef_mae_meV", "model_mesh_shift_mae_meV"):
+        np.testing.assert_allclose(out["moved"][2][k], out["ref"][2][k], rtol=1e-6, atol=1e-6)
+    # the DFT operator itself, offset or not, has the same Fermi-aligned error (the < 1 meV of its
+    # stored blocks against the DFT eigenvalues), while its raw error grows by about c
+    exact, moved_exact = band_errors(ref, ref, 2.0), band_errors(moved, ref, 2.0)
+    assert exact["model_mesh_ef_mae_meV"] < 1.0
+    np.testing.assert_allclose(moved_exact["model_mesh_ef_mae_meV"], exact["model_mesh_ef_mae_meV"], rtol=1e-6)
+    assert moved_exact["model_mesh_mae_meV"] > 1000.0 * c - 1.0
+    # pooling over structures weights each structure's MAE by its number of eigenvalues
+    a, b = out["ref"][2], moved_exact
+    pooled = pool_band_errors([a, b, {"error": "S not positive definite"}])
+    n = a["model_mesh_n"] + b["model_mesh_n"]
+    assert pooled["n_failed"] == 1 and pooled["model_mesh_n"] == n
+    np.testing.assert_allclose(pooled["model_mesh_ef_mae_meV"], (a["model_mesh_ef_mae_meV"] * a["model_mesh_n"] + b[
+        "model_mesh_ef_mae_meV"] * b["model_mesh_n"]) / n, rtol=1e-12)
 
 
 def test_onsite_loss_weight_and_selection_metric():
@@ -372,6 +422,8 @@ def test_onsite_loss_weight_and_selection_metric():
     blocks = HamiltonianTask(model, ops[:1], ops[1:], HLossConfig(bands=0.1, select_by="blocks"),
                              TrainConfig(batch_size=1))
     assert (bands.val_metric, blocks.val_metric) == ("mae_band_meV", "mae_H_meV")
+    gauge = HamiltonianTask(model, ops[:1], ops[1:], HLossConfig(bands=0.1, gauge=True), TrainConfig(batch_size=1))
+    assert gauge.val_metric == "mae_band_gauge_meV"
     for bad in (dict(onsite=-1.0), dict(select_by="loss")):
         with pytest.raises(ConfigError):
             HamiltonianTask(model, ops[:1], ops[1:], HLossConfig(**bad), TrainConfig(batch_size=1))

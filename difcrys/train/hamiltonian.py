@@ -49,7 +49,7 @@ from difcrys.train import checkpoint as ckpt
 from difcrys.train.loop import TrainConfig, fit
 
 __all__ = ["HLossConfig", "load_operators", "HamiltonianTask", "train_hamiltonian", "load_run",
-           "block_errors", "band_errors", "fit_two_centre", "fit_statistics"]
+           "block_errors", "band_errors", "pool_band_errors", "fit_two_centre", "fit_statistics"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +74,15 @@ class HLossConfig:
         select_by: validation metric that picks the best checkpoint and drives the LR plateau and
             early stopping when there is a band loss: ``"bands"`` (band MAE) or ``"blocks"``
             (block MAE, which is less noisy on a handful of validation cells).
+        gauge: make the H loss invariant to a constant potential offset per structure. In a
+            periodic DFT calculation the zero of the potential is the cell average (the G = 0
+            term is dropped), so each structure's H carries an offset ``c·S`` that depends on the
+            whole cell (its charge moments over the cell volume), which no local model can know.
+            With ``gauge`` the block loss uses ``ΔH − c*·S`` with ``c* = <ΔH, S>/<S, S>`` per
+            structure (the best offset, closed form), and the band loss subtracts each
+            structure's mean band difference. Only offset-invariant quantities are then learned:
+            band energies relative to the Fermi level, band widths, gaps. Validation and test
+            report both the raw and the offset-removed errors.
     """
 
     H: float = 1.0
@@ -83,6 +92,7 @@ class HLossConfig:
     band_window_ev: float = 2.0
     onsite: float = 1.0
     select_by: str = "bands"
+    gauge: bool = False
 
 
 # ------------------------------------------------------------------------------------ data
@@ -271,15 +281,18 @@ class HamiltonianTask:
                 it["band_e"] = np.concatenate([eig, np.zeros((pad,) + eig.shape[1:])])
                 it["band_m"] = np.concatenate([msk, np.zeros((pad,) + msk.shape[1:], bool)])
         self._eval_fn = jax.jit(self._eval_errors)
+        g = "_gauge" if loss.gauge else ""
+        self.val_metric = f"mae_H{g}_meV"
         if loss.bands > 0:
             if loss.select_by == "bands":
-                self.val_metric = "mae_band_meV"  # select the model that reproduces the bands best
+                self.val_metric = f"mae_band{g}_meV"  # select the model that reproduces the bands best
 
     def _eval_errors(self, params, b):
         pred = self._predict(params, b)
         out = self._errors(pred, b)
         if self.loss_cfg.bands > 0:
-            out["sse_band"], out["sae_band"], out["n_band"] = self._band_sq(pred, b)
+            out["sse_band"], out["sae_band"], out["n_band"], out["sse_band_gauge"], out["sae_band_gauge"] = \
+                self._band_sq(pred, b)
         return out
 
     init_params = None  # finetuning: start from these parameters (same architecture)
@@ -336,39 +349,60 @@ class HamiltonianTask:
             out[f"sae_{name}"] = jnp.sum(jnp.abs(de)) + jnp.sum(jnp.abs(do))
             out[f"max_{name}"] = jnp.maximum(jnp.max(jnp.abs(de)), jnp.max(jnp.abs(do)))
             out["count"] = cnt
+        # the same H errors with each structure's best constant potential offset c·S removed
+        se, so = b["S_edge"] * ee, b["S_onsite"] * em
+        dHe = (pred["H_edge"] - b["H_edge"]) * ee
+        dHo = (pred["H_onsite"] - b["H_onsite"]) * em
+        ax = lambda a: tuple(range(1, a.ndim))  # noqa: E731
+        c = (jnp.sum(dHe * se, ax(se)) + jnp.sum(dHo * so, ax(so))) / jnp.maximum(
+            jnp.sum(se ** 2, ax(se)) + jnp.sum(so ** 2, ax(so)), 1e-30)
+        ge = dHe - c[:, None, None, None] * se
+        go = dHo - c[:, None, None, None] * so
+        out["sse_H_gauge"] = jnp.sum(ge ** 2) + jnp.sum(go ** 2)
+        out["sse_H_gauge_onsite"] = jnp.sum(go ** 2)
+        out["sae_H_gauge"] = jnp.sum(jnp.abs(ge)) + jnp.sum(jnp.abs(go))
+        out["offset_H"] = c
         return out
 
     def _band_sq(self, pred, b):
-        """Sum of squared band errors [eV^2], sum of absolute errors and their count (batch)."""
+        """Band errors of a batch: sum of squares [eV^2], sum of absolute values, count, and the
+        sums of squares and absolute values with each structure's mean band offset removed."""
         from difcrys.tb.solve import generalized_eigvalsh
 
         def one(p, x):
             Hk = _bloch_dense(p, x, x["band_k"], "H")
             Sk = _bloch_dense(p, x, x["band_k"], "S")
-            d = (generalized_eigvalsh(Hk, Sk) - x["band_e"]) * x["band_m"]
-            return jnp.sum(d ** 2), jnp.sum(jnp.abs(d)), jnp.sum(x["band_m"])
+            m = x["band_m"]
+            d = (generalized_eigvalsh(Hk, Sk) - x["band_e"]) * m
+            n = jnp.sum(m)
+            dg = (d - jnp.sum(d) / jnp.maximum(n, 1.0)) * m
+            return jnp.sum(d ** 2), jnp.sum(jnp.abs(d)), n, jnp.sum(dg ** 2), jnp.sum(jnp.abs(dg))
 
-        sq, ab, n = jax.vmap(one)(pred, b)
-        return jnp.sum(sq), jnp.sum(ab), jnp.sum(n)
+        sq, ab, n, sqg, abg = jax.vmap(one)(pred, b)
+        return jnp.sum(sq), jnp.sum(ab), jnp.sum(n), jnp.sum(sqg), jnp.sum(abg)
 
     def loss(self, params, b, weights):
         pred = self._predict(params, b)
         e = self._errors(pred, b)
         c = jnp.maximum(e["count"], 1.0)
-        sse_H = e["sse_H"] + (weights["onsite"] - 1.0) * e["sse_H_onsite"]
+        g = "_gauge" if self.loss_cfg.gauge else ""
+        sse_H = e[f"sse_H{g}"] + (weights["onsite"] - 1.0) * e[f"sse_H{g}_onsite"]
         loss = weights["H"] * sse_H / c + weights["S"] * e["sse_S"] / c
-        aux = {"mae_H_meV": 1000.0 * e["sae_H"] / c, "mae_S": e["sae_S"] / c}
+        aux = {"mae_H_meV": 1000.0 * e["sae_H"] / c, "mae_H_gauge_meV": 1000.0 * e["sae_H_gauge"] / c,
+               "mae_S": e["sae_S"] / c}
         if self.loss_cfg.bands > 0:
-            sq, ab, nb = self._band_sq(pred, b)
+            sq, ab, nb, sqg, abg = self._band_sq(pred, b)
             nb = jnp.maximum(nb, 1.0)
-            loss = loss + weights["bands"] * sq / nb
+            loss = loss + weights["bands"] * (sqg if self.loss_cfg.gauge else sq) / nb
             aux["mae_band_meV"] = 1000.0 * ab / nb
+            aux["mae_band_gauge_meV"] = 1000.0 * abg / nb
         return loss, aux
 
     def evaluate(self, params, batches) -> dict:
-        tot = {"sae_H": 0.0, "sae_S": 0.0, "count": 0.0, "sse_H": 0.0, "max_H": 0.0, "max_S": 0.0}
+        tot = {"sae_H": 0.0, "sae_S": 0.0, "count": 0.0, "sse_H": 0.0, "max_H": 0.0, "max_S": 0.0,
+               "sae_H_gauge": 0.0, "sse_H_gauge": 0.0}
         if self.loss_cfg.bands > 0:
-            tot.update(sse_band=0.0, sae_band=0.0, n_band=0.0)
+            tot.update(sse_band=0.0, sae_band=0.0, n_band=0.0, sse_band_gauge=0.0, sae_band_gauge=0.0)
         for b in batches:
             e = self._eval_fn(params, b)
             for k in tot:
@@ -376,10 +410,13 @@ class HamiltonianTask:
         c = max(tot["count"], 1.0)
         out = {"mae_H_meV": 1000.0 * tot["sae_H"] / c, "rmse_H_meV": 1000.0 * (tot["sse_H"] / c) ** 0.5,
                "max_H_meV": 1000.0 * tot["max_H"], "mae_S": tot["sae_S"] / c, "max_S": tot["max_S"],
-               "n_entries": c}
+               "n_entries": c, "mae_H_gauge_meV": 1000.0 * tot["sae_H_gauge"] / c,
+               "rmse_H_gauge_meV": 1000.0 * (tot["sse_H_gauge"] / c) ** 0.5}
         if self.loss_cfg.bands > 0:
             nb = max(tot["n_band"], 1.0)
-            out.update(mae_band_meV=1000.0 * tot["sae_band"] / nb, rmse_band_meV=1000.0 * (tot["sse_band"] / nb) ** 0.5)
+            out.update(mae_band_meV=1000.0 * tot["sae_band"] / nb, rmse_band_meV=1000.0 * (tot["sse_band"] / nb) ** 0.5,
+                       mae_band_gauge_meV=1000.0 * tot["sae_band_gauge"] / nb,
+                       rmse_band_gauge_meV=1000.0 * (tot["sse_band_gauge"] / nb) ** 0.5)
         return out
 
 
@@ -643,25 +680,29 @@ def fit_statistics(cfg: HamiltonianConfig, ops) -> HamiltonianConfig:
 
 # ------------------------------------------------------------------------------------ metrics
 def block_errors(model: HamiltonianModel, params, ops) -> dict:
-    """Block MAE/max [meV] of H and MAE of S on the model's edges and on-site blocks."""
-    task = HamiltonianTask.__new__(HamiltonianTask)
-    task.model = model
+    """Block MAE/max [meV] of H and MAE of S on the model's edges and on-site blocks; also the H
+    MAE with each structure's best constant potential offset ``c·S`` removed (``*_gauge``, see
+    :class:`HLossConfig`) and those offsets [meV]."""
     n_max = max(op.n_atoms for op in ops)
     items = [_targets(model, op, n_max, None) for op in ops]
-    tot = {"sae_H": 0.0, "sae_S": 0.0, "count": 0.0, "max_H": 0.0}
-    per = []
+    tot = {"sae_H": 0.0, "sae_S": 0.0, "count": 0.0, "max_H": 0.0, "sae_H_gauge": 0.0}
+    per, per_g, offs = [], [], []
     for it in items:
         b = {k: jnp.asarray(v)[None] for k, v in it.items()}
         pred = jax.vmap(lambda x: model.blocks(params, x["numbers"], x["positions"], x["lattice"], x["mask"],
                                                _hgraph(x)))(b)
         e = HamiltonianTask._errors(pred, b)
-        per.append(1000.0 * float(e["sae_H"]) / max(float(e["count"]), 1.0))
-        for k in ("sae_H", "sae_S", "count"):
+        cnt = max(float(e["count"]), 1.0)
+        per.append(1000.0 * float(e["sae_H"]) / cnt)
+        per_g.append(1000.0 * float(e["sae_H_gauge"]) / cnt)
+        offs.append(1000.0 * float(e["offset_H"][0]))
+        for k in ("sae_H", "sae_S", "count", "sae_H_gauge"):
             tot[k] += float(e[k])
         tot["max_H"] = max(tot["max_H"], float(e["max_H"]))
     c = max(tot["count"], 1.0)
     return {"mae_H_meV": 1000.0 * tot["sae_H"] / c, "max_H_meV": 1000.0 * tot["max_H"], "mae_S": tot["sae_S"] / c,
-            "per_structure_mae_H_meV": per, "n_structures": len(ops)}
+            "mae_H_gauge_meV": 1000.0 * tot["sae_H_gauge"] / c, "per_structure_mae_H_meV": per,
+            "per_structure_mae_H_gauge_meV": per_g, "per_structure_offset_meV": offs, "n_structures": len(ops)}
 
 
 def truncate(op: TBOperator, cutoff: float) -> TBOperator:
@@ -680,6 +721,17 @@ def band_errors(pred: TBOperator, ref: TBOperator, window_ev: float = 1.0, cutof
     the eigenvalues of ``ref``'s own H and S. Compared are all bands within ``window_ev`` of the
     Fermi level (of the reference). With ``cutoff``, the reference operator truncated at the model
     cutoff is compared too (the error the cutoff alone causes).
+
+    Besides the raw differences (``*_mae_meV``) two offset-free comparisons are reported, since the
+    zero of a periodic DFT potential is a cell average that a local model cannot know (see
+    :class:`HLossConfig` ``gauge``):
+
+    * ``*_ef_mae_meV``: energies relative to each side's own Fermi level, ``(ε − E_F) − (ε_DFT −
+      E_F^DFT)``. Both Fermi levels come from the SCF-mesh eigenvalues by the same rule (Fermi–
+      Dirac occupations of the DFT smearing width, ``smearing_fermi_ha`` of the data, else the
+      mid-gap rule), so this is the usual "bands aligned at E_F" comparison.
+    * ``*_shift_mae_meV``: with the mean difference over the window removed (the best rigid shift,
+      a lower bound of the E_F-aligned error).
     """
     from difcrys.tb.solve import eigenvalues, fermi_level
 
@@ -703,16 +755,49 @@ def band_errors(pred: TBOperator, ref: TBOperator, window_ev: float = 1.0, cutof
     ops = {"model": pred}
     if cutoff is not None:
         ops["dft_truncated"] = truncate(ref, cutoff)
+    nel = ref.meta.get("n_electrons")
+    width = 27.211386 * float(ref.meta.get("smearing_fermi_ha") or 0.0)  # Ha -> eV
+    ef_ref = {label: fermi_level(eigenvalues(op, sets[0][1]), float(nel), width=width) if nel is not None else None
+              for label, op in ops.items()}
+    ef_dft = fermi_level(sets[0][2], float(nel), width=width) if nel is not None else None
     for name, kp, e_ref in sets:
         for label, op in ops.items():
             e = eigenvalues(op, kp)
             nb = min(e.shape[1], e_ref.shape[1])
             win = np.abs(e_ref[:, :nb] - mu) < window_ev
-            d = np.abs(e[:, :nb] - e_ref[:, :nb])[win]
+            diff = (e[:, :nb] - e_ref[:, :nb])[win]
+            d = np.abs(diff)
             out[f"{label}_{name}_mae_meV"] = 1000.0 * float(d.mean()) if d.size else None
             out[f"{label}_{name}_max_meV"] = 1000.0 * float(d.max()) if d.size else None
             out[f"{label}_{name}_n"] = int(d.size)
+            if d.size:
+                out[f"{label}_{name}_shift_mae_meV"] = 1000.0 * float(np.abs(diff - diff.mean()).mean())
+            if d.size and ef_dft is not None:
+                de = np.abs(diff - (ef_ref[label] - ef_dft))
+                out[f"{label}_{name}_ef_mae_meV"] = 1000.0 * float(de.mean())
+                out[f"{label}_{name}_ef_max_meV"] = 1000.0 * float(de.max())
+    if ef_dft is not None:
+        out["fermi_level_dft_rule_ev"] = ef_dft
+        out["fermi_level_model_ev"] = ef_ref["model"]
     out["window_ev"] = window_ev
+    return out
+
+
+def pool_band_errors(per_structure: list[dict]) -> dict:
+    """Band MAEs [meV] of a set of structures, pooled over all their compared eigenvalues (each
+    structure's ``band_errors`` MAE weighted by its count); structures with an ``error`` are
+    counted in ``n_failed``."""
+    out = {"n_failed": sum("error" in b for b in per_structure)}
+    ok = [b for b in per_structure if "error" not in b]
+    keys = sorted({k for b in ok for k in b if k.endswith("mae_meV") and b[k] is not None})
+    for k in keys:
+        label = k[: k.index("_mae_meV")]
+        label = label.replace("_shift", "").replace("_ef", "")
+        w = [(b[k], b.get(f"{label}_n", 0)) for b in ok if b.get(k) is not None]
+        n = sum(c for _, c in w)
+        if n:
+            out[k] = float(sum(v * c for v, c in w) / n)
+            out[f"{label}_n"] = int(n)
     return out
 
 
@@ -803,6 +888,7 @@ def train_hamiltonian(config_path, run_dir, *, variant: str | None = None, resum
         tops = load_operators(spec, repo)
         res = block_errors(model, result.params, tops)
         res["bands"] = [_safe_band_errors(model, result.params, op, window) for op in tops]
+        res["bands_pooled"] = pool_band_errors(res["bands"])
         summary["test"][name] = res
     with open(os.path.join(run_dir, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=2, default=float)

@@ -1,7 +1,9 @@
 """Gather the DeepH experiment's measured numbers into ``experiments/deeph/results.json``.
 
 Reads: the generated data (``data/*.npz`` settings: DFT settings and wall times), the run
-summaries (``summary.json`` of the graphene and Si64 runs), ``tbg.json`` and ``scaling.json``.
+summaries (``summary.json`` of the graphene and Si64 runs), ``tbg.json``, ``scaling.json`` and the
+other JSON files of this folder. Entries of an existing ``results.json`` whose source is not on
+this machine (run folders are not kept in the repository) are kept as they are.
 
 Usage::
 
@@ -37,6 +39,10 @@ def main(argv=None):
                          "graphene_two_centre_env_band_selected=runs/deeph_graphene_env",
                          "graphene_two_centre_env=runs/deeph_graphene_env2",
                          "graphene_two_centre_env_onsite_2700s=runs/deeph_graphene_env_onsite"]
+    old = {}
+    if os.path.isfile(os.path.join(HERE, "results.json")):
+        with open(os.path.join(HERE, "results.json")) as fh:
+            old = json.load(fh)
     res = {"data": {}, "commands": {
         "generate": "nice -n 10 python experiments/deeph/generate.py --set graphene|graphene3|bilayer ...",
         "train_graphene": "difcrys train configs/hamiltonian_graphene.yaml --run-dir runs/deeph_graphene",
@@ -54,7 +60,16 @@ def main(argv=None):
                                      "--run-dir runs/deeph_graphene_2c",
         "tbg_two_centre": "python experiments/deeph/tbg.py runs/deeph_graphene_2c --m 29 --tile 25 "
                           "--json experiments/deeph/tbg29_two_centre.json",
-        "baselines": "python experiments/deeph/baselines.py fit|split|onsite|shift ..."}}
+        "baselines": "python experiments/deeph/baselines.py fit|split|onsite|shift ...",
+        "train_graphene_gauge": "difcrys train configs/hamiltonian_graphene.yaml --variant two_centre_env_gauge "
+                                "--run-dir runs/deeph_graphene_gauge (then --variant two_centre_env_gauge_3x3 "
+                                "--run-dir runs/deeph_graphene_gauge_3x3 and --variant two_centre_env_gauge_bands "
+                                "--run-dir runs/deeph_graphene_gauge_bands)",
+        "evaluate": "difcrys evaluate RUN --which best --out experiments/deeph/eval_<name>.json"}}
+    for k, v in old.items():
+        if k not in ("commands",):
+            res.setdefault(k, v)
+    res["data"] = {}
     for f in sorted(glob.glob(os.path.join(HERE, "data", "*.npz"))):
         with np.load(f) as z:
             s = json.loads(str(z["settings"]))
@@ -72,7 +87,9 @@ def main(argv=None):
     for name in ("tbg", "tbg29", "tbg29_two_centre", "scaling", "scaling_1core", "baselines_fit_graphene",
                  "baselines_fit_si64", "baselines_split_si64_large", "baselines_split_si64_2c_bands_mesh",
                  "baselines_shift_graphene_2c", "baselines_fit_graphene_bond_env", "baselines_shift_graphene_env2",
-                 "baselines_shift_graphene_env2_val", "baselines_shift_graphene_env_onsite", "scaling_env", "eval_graphene_env_onsite_final"):
+                 "baselines_shift_graphene_env2_val", "baselines_shift_graphene_env_onsite", "scaling_env",
+                 "eval_graphene_env_onsite_final") + tuple(
+                     os.path.basename(f)[:-5] for f in sorted(glob.glob(os.path.join(HERE, "eval_*.json")))):
         p = os.path.join(HERE, f"{name}.json")
         if os.path.isfile(p):
             with open(p) as fh:
