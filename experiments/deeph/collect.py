@@ -38,7 +38,10 @@ def main(argv=None):
                          "graphene_two_centre_3b=runs/deeph_graphene_2c_3b",
                          "graphene_two_centre_env_band_selected=runs/deeph_graphene_env",
                          "graphene_two_centre_env=runs/deeph_graphene_env2",
-                         "graphene_two_centre_env_onsite_2700s=runs/deeph_graphene_env_onsite"]
+                         "graphene_two_centre_env_onsite_2700s=runs/deeph_graphene_env_onsite",
+                         "graphene_gauge=runs/deeph_graphene_gauge",
+                         "graphene_gauge_3x3_finetune=runs/deeph_graphene_gauge_3x3",
+                         "graphene_gauge_3x3_scratch=runs/deeph_graphene_gauge_3x3s"]
     old = {}
     if os.path.isfile(os.path.join(HERE, "results.json")):
         with open(os.path.join(HERE, "results.json")) as fh:
@@ -63,8 +66,9 @@ def main(argv=None):
         "baselines": "python experiments/deeph/baselines.py fit|split|onsite|shift ...",
         "train_graphene_gauge": "difcrys train configs/hamiltonian_graphene.yaml --variant two_centre_env_gauge "
                                 "--run-dir runs/deeph_graphene_gauge (then --variant two_centre_env_gauge_3x3 "
-                                "--run-dir runs/deeph_graphene_gauge_3x3 and --variant two_centre_env_gauge_bands "
-                                "--run-dir runs/deeph_graphene_gauge_bands)",
+                                "--run-dir runs/deeph_graphene_gauge_3x3); --variant two_centre_env_gauge_3x3_scratch "
+                                "--run-dir runs/deeph_graphene_gauge_3x3s",
+        "generate_graphene3": "taskset -c 0 python experiments/deeph/generate.py --set graphene3 --start 1 --n 40",
         "evaluate": "difcrys evaluate RUN --which best --out experiments/deeph/eval_<name>.json"}}
     for k, v in old.items():
         if k not in ("commands",):
