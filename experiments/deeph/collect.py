@@ -67,7 +67,8 @@ def main(argv=None):
         "train_graphene_gauge": "difcrys train configs/hamiltonian_graphene.yaml --variant two_centre_env_gauge "
                                 "--run-dir runs/deeph_graphene_gauge (then --variant two_centre_env_gauge_3x3 "
                                 "--run-dir runs/deeph_graphene_gauge_3x3); --variant two_centre_env_gauge_3x3_scratch "
-                                "--run-dir runs/deeph_graphene_gauge_3x3s",
+                                "--run-dir runs/deeph_graphene_gauge_3x3s, then --variant "
+                                "two_centre_env_gauge_3x3_scratch_more --run-dir runs/deeph_graphene_gauge_3x3s (resumes)",
         "generate_graphene3": "taskset -c 0 python experiments/deeph/generate.py --set graphene3 --start 1 --n 40",
         "evaluate": "difcrys evaluate RUN --which best --out experiments/deeph/eval_<name>.json"}}
     for k, v in old.items():
