@@ -145,6 +145,34 @@ def test_plateau_decay_and_early_stopping(tmp_path):
     assert lrs[-1] == pytest.approx(0.05 * 0.5 ** 3)
 
 
+
+def test_cosine_anneal_of_a_resumed_run(tmp_path):
+    """A run resumed with ``anneal_start_epoch`` at its stopping epoch follows the cosine LR formula
+    (not the plateau decay, which would halve it every epoch here), and at the final LR the
+    parameters stop moving: the anneal reaches the optimiser, not only the log."""
+    import math
+
+    from difcrys.train.loop import annealed_lr
+
+    task = LinearTask()
+    task.y = task.y + 0.3 * np.random.default_rng(5).standard_normal(task.y.shape)  # noisy: never exact
+    base = {**CFG, "epochs": 3, "plateau_patience": 10**6}
+    fit(task, TrainConfig(**base), str(tmp_path))
+    cfg = TrainConfig(**{**base, "epochs": 9, "plateau_patience": 1, "anneal_epochs": 4,
+                         "anneal_start_epoch": 3, "anneal_final_lr": 1e-12})
+    res = fit(task, cfg, str(tmp_path))
+    lrs = [h["lr"] for h in res.history]
+    want = [1e-12 + 0.5 * (0.05 - 1e-12) * (1 + math.cos(math.pi * min(t / 4, 1.0))) for t in range(6)]
+    np.testing.assert_allclose(lrs, want, rtol=1e-12, atol=1e-15)
+    assert annealed_lr(cfg, 2) is None and annealed_lr(cfg, 5) == pytest.approx(0.025, rel=1e-9)
+    before = np.asarray(res.last_params["w"]).copy()
+    more = fit(task, TrainConfig(**{**cfg.__dict__, "epochs": 11}), str(tmp_path))
+    assert np.max(np.abs(np.asarray(more.last_params["w"]) - before)) < 1e-9
+    with pytest.raises(ConfigError, match="anneal_final_lr"):
+        TrainConfig(**{**base, "anneal_epochs": 4, "anneal_final_lr": 1.0})
+    with pytest.raises(ConfigError, match="anneal_epochs"):
+        TrainConfig(**{**base, "anneal_epochs": 0})
+
 def test_data_parallel_forced_host_devices(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, json

@@ -41,7 +41,7 @@ import optax
 
 from difcrys.errors import ConfigError, ConvergenceError
 
-__all__ = ["TrainConfig", "Task", "FitResult", "fit", "make_optimizer"]
+__all__ = ["TrainConfig", "Task", "FitResult", "fit", "make_optimizer", "annealed_lr"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +61,13 @@ class TrainConfig:
             ``plateau_factor``.
         plateau_factor: LR decay factor on a plateau.
         min_lr: the LR is not decayed below this; training stops when it would be.
+        anneal_epochs: if set, a cosine anneal replaces the plateau decay from epoch
+            ``anneal_start_epoch`` on: the LR of (0-based) epoch e is
+            ``f + (lr - f) (1 + cos(pi t)) / 2`` with ``t = min((e - anneal_start_epoch) / anneal_epochs, 1)``
+            and ``f = anneal_final_lr``; before ``anneal_start_epoch`` the plateau decay applies. Set
+            ``anneal_start_epoch`` to the epoch a resumed run stopped at to anneal its tail.
+        anneal_start_epoch: first epoch of the anneal (0: from the start).
+        anneal_final_lr: LR at the end of the anneal (kept afterwards).
         early_stopping_patience: stop after this many epochs without improvement (None: never).
         seed: random seed (initialisation and shuffling).
         n_buckets: atom-count buckets of the loader (distinct compiled shapes).
@@ -81,6 +88,9 @@ class TrainConfig:
     plateau_patience: int = 10
     plateau_factor: float = 0.5
     min_lr: float = 1e-6
+    anneal_epochs: int | None = None
+    anneal_start_epoch: int = 0
+    anneal_final_lr: float = 1e-5
     early_stopping_patience: int | None = 40
     seed: int = 0
     n_buckets: int = 3
@@ -103,6 +113,12 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not (0 < float(self.plateau_factor) <= 1):
             raise ConfigError(f"train.plateau_factor must be in (0, 1], got {self.plateau_factor}")
+        if self.anneal_epochs is not None and int(self.anneal_epochs) < 1:
+            raise ConfigError(f"train.anneal_epochs must be >= 1 (or null), got {self.anneal_epochs}")
+        if int(self.anneal_start_epoch) < 0:
+            raise ConfigError(f"train.anneal_start_epoch must be >= 0, got {self.anneal_start_epoch}")
+        if not (0 < float(self.anneal_final_lr) <= float(self.lr)):
+            raise ConfigError(f"train.anneal_final_lr must be in (0, lr], got {self.anneal_final_lr}")
         if int(self.devices) < 1 or int(self.batch_size) % int(self.devices):
             raise ConfigError(f"train.batch_size ({self.batch_size}) must be a multiple of train.devices "
                               f"({self.devices}) >= 1")
@@ -159,6 +175,15 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         return opt
 
     return optax.inject_hyperparams(base)(learning_rate=float(cfg.lr))
+
+
+def annealed_lr(cfg: TrainConfig, epoch: int) -> float | None:
+    """The cosine-annealed LR of (0-based) ``epoch``, or None outside an anneal (plateau decay applies)."""
+    if cfg.anneal_epochs is None or epoch < int(cfg.anneal_start_epoch):
+        return None
+    t = min((epoch - int(cfg.anneal_start_epoch)) / int(cfg.anneal_epochs), 1.0)
+    lo, hi = float(cfg.anneal_final_lr), float(cfg.lr)
+    return lo + 0.5 * (hi - lo) * (1.0 + math.cos(math.pi * t))
 
 
 def _ema_update(ema, params, decay):
@@ -265,6 +290,10 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
     start_epoch = int(state["epoch"])
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
+        annealed = annealed_lr(cfg, epoch)
+        if annealed is not None:
+            state["lr"] = np.float64(annealed)
+            opt_state.hyperparams["learning_rate"] = jnp.asarray(annealed, opt_state.hyperparams["learning_rate"].dtype)
         weights = {k: jnp.asarray(v, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
                    for k, v in task.loss_weights(epoch).items()}
         batches = list(task.train_batches(epoch))
@@ -295,7 +324,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         else:
             state["bad_epochs"] = np.int64(int(state["bad_epochs"]) + 1)
         plateau = (not improved) and int(state["bad_epochs"]) > 0 and int(state["bad_epochs"]) % cfg.plateau_patience == 0
-        if plateau:
+        if plateau and annealed is None:
             lr = lr * cfg.plateau_factor
             state["lr"] = np.float64(lr)
             opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)
@@ -310,7 +339,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         stop = None
         if cfg.early_stopping_patience is not None and int(state["bad_epochs"]) >= cfg.early_stopping_patience:
             stop = "early_stopping"
-        elif lr < cfg.min_lr:
+        elif annealed is None and lr < cfg.min_lr:
             stop = "min_lr"
         elif cfg.time_limit_s is not None and time.time() - t_start > cfg.time_limit_s:
             stop = "time_limit"

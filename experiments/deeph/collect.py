@@ -41,7 +41,9 @@ def main(argv=None):
                          "graphene_two_centre_env_onsite_2700s=runs/deeph_graphene_env_onsite",
                          "graphene_gauge=runs/deeph_graphene_gauge",
                          "graphene_gauge_3x3_finetune=runs/deeph_graphene_gauge_3x3",
-                         "graphene_gauge_3x3_scratch=runs/deeph_graphene_gauge_3x3s"]
+                         "graphene_gauge_3x3_scratch=runs/deeph_graphene_gauge_3x3s_before_anneal",
+                         "graphene_gauge_3x3_scratch_anneal=runs/deeph_graphene_gauge_3x3s",
+                         "graphene_gauge_3x3_scratch_anneal_bands=runs/deeph_graphene_gauge_3x3s_annealb"]
     old = {}
     if os.path.isfile(os.path.join(HERE, "results.json")):
         with open(os.path.join(HERE, "results.json")) as fh:
@@ -68,7 +70,12 @@ def main(argv=None):
                                 "--run-dir runs/deeph_graphene_gauge (then --variant two_centre_env_gauge_3x3 "
                                 "--run-dir runs/deeph_graphene_gauge_3x3); --variant two_centre_env_gauge_3x3_scratch "
                                 "--run-dir runs/deeph_graphene_gauge_3x3s, then --variant "
-                                "two_centre_env_gauge_3x3_scratch_more --run-dir runs/deeph_graphene_gauge_3x3s (resumes)",
+                                "two_centre_env_gauge_3x3_scratch_more --run-dir runs/deeph_graphene_gauge_3x3s (resumes; "
+                                "its folder was then copied to runs/deeph_graphene_gauge_3x3s_before_anneal and to "
+                                "runs/deeph_graphene_gauge_3x3s_annealb), then --variant "
+                                "two_centre_env_gauge_3x3_scratch_anneal --run-dir runs/deeph_graphene_gauge_3x3s and "
+                                "--variant two_centre_env_gauge_3x3_scratch_anneal_bands --run-dir "
+                                "runs/deeph_graphene_gauge_3x3s_annealb (both resume at epoch 493)",
         "generate_graphene3": "taskset -c 0 python experiments/deeph/generate.py --set graphene3 --start 1 --n 40",
         "evaluate": "difcrys evaluate RUN --which best --out experiments/deeph/eval_<name>.json"}}
     for k, v in old.items():
