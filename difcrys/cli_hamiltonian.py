@@ -4,6 +4,7 @@ Examples::
 
     difcrys train configs/hamiltonian_graphene.yaml --run-dir runs/deeph_graphene
     difcrys evaluate runs/deeph_graphene [experiments/deeph/data/graphene_015.npz] --json
+    difcrys evaluate runs/deeph_graphene 'experiments/deeph/data/graphene4_*.npz'  # a glob: one pooled set
     difcrys bands runs/deeph_graphene graphene.cif --path GMKG --plot bands.png
     difcrys bands experiments/deeph/data/graphene_000.npz --plot bands.png        # stored H, S
     difcrys bands runs/deeph_graphene tbg.xyz --sparse 20                         # large: eigenvalues near E_F
@@ -139,8 +140,14 @@ def cmd_evaluate(args) -> int:
     cfg = load_yaml(os.path.join(args.run_dir, "config.yaml"))
     data = cfg.get("data") or {}
     window = float(data.get("band_window_ev", 1.0))
-    sets = {"data": {"files": [args.data]} if not os.path.isdir(args.data) else {"deeptb": args.data}} \
-        if args.data else (data.get("test") or {})
+    if not args.data:
+        sets = data.get("test") or {}
+    elif os.path.isdir(args.data):
+        sets = {"data": {"deeptb": args.data}}
+    elif any(c in args.data for c in "*?["):  # a glob pattern: one pooled set
+        sets = {"data": {"glob": args.data}}
+    else:
+        sets = {"data": {"files": [args.data]}}
     if not sets:
         raise ConfigError("no DATA given and the run's config has no data.test sets")
     res = {}

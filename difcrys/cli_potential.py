@@ -197,7 +197,9 @@ def register(subparsers) -> None:
                                                "--task csp|gen; hamiltonian / property: on its test split)")
     e.add_argument("run_dir")
     e.add_argument("data", nargs="?", default=None,
-                   help="potential runs: extxyz file, or SET:PART of the shared data (mlearn_zuo2020:Si_test)")
+                   help="potential runs: extxyz file, or SET:PART of the shared data (mlearn_zuo2020:Si_test); "
+                        "hamiltonian runs: an .npz file, a DeePTB folder or a quoted glob of .npz files "
+                        "(one pooled set)")
     e.add_argument("--task", default=None, help="diffusion runs: csp (structure prediction) or gen (de novo)")
     e.add_argument("--n-samples", type=int, default=None, help="diffusion runs: number of test structures/samples")
     e.add_argument("--out", default=None, help="write the evaluation JSON here")

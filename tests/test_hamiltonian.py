@@ -212,6 +212,13 @@ def test_train_cli_test_variant_and_bands(tmp_path):
         assert main(["evaluate", run, "--out", out]) == 0
         res = json.load(open(out))
         assert res["held_out"]["mae_H_meV"] > 0
+        # DATA as a glob pattern is one pooled set; its per-structure errors are those of the files
+        assert main(["evaluate", run, "experiments/deeph/data/graphene_01[23].npz", "--out", out]) == 0
+        pooled = json.load(open(out))["data"]
+        assert pooled["n_structures"] == 2
+        assert main(["evaluate", run, "experiments/deeph/data/graphene_013.npz", "--out", out]) == 0
+        one = json.load(open(out))["data"]
+        assert one["mae_H_meV"] == pytest.approx(pooled["per_structure_mae_H_meV"][1], rel=1e-9)
         png = str(tmp_path / "b.png")
         assert main(["bands", "experiments/deeph/data/graphene_000.npz", "--path", "GMKG", "--points", "20",
                      "--dos-mesh", "6", "6", "1", "--plot", png]) == 0

@@ -117,7 +117,7 @@ class TrainConfig:
             raise ConfigError(f"train.anneal_epochs must be >= 1 (or null), got {self.anneal_epochs}")
         if int(self.anneal_start_epoch) < 0:
             raise ConfigError(f"train.anneal_start_epoch must be >= 0, got {self.anneal_start_epoch}")
-        if not (0 < float(self.anneal_final_lr) <= float(self.lr)):
+        if self.anneal_epochs is not None and not (0 < float(self.anneal_final_lr) <= float(self.lr)):
             raise ConfigError(f"train.anneal_final_lr must be in (0, lr], got {self.anneal_final_lr}")
         if int(self.devices) < 1 or int(self.batch_size) % int(self.devices):
             raise ConfigError(f"train.batch_size ({self.batch_size}) must be a multiple of train.devices "

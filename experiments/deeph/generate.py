@@ -23,6 +23,8 @@ Data sets (``--set``):
     graphene: rattled 2×2 graphene supercells (8 atoms), Gaussian displacements σ_xy, σ_z
         (independent per atom: a stand-in for MD snapshots), 3×3×1 k-mesh.
     graphene3: a rattled 3×3 supercell (18 atoms), 3×3×1 k-mesh: the unseen larger structure.
+    graphene4: a rattled 4×4 supercell (32 atoms), 3×3×1 k-mesh: a still larger unseen structure
+        (test only).
     bilayer: AB-type bilayer graphene primitive cells (4 atoms) with random in-plane shift and
         spacing 3.2–3.7 Å, 5×5×1 k-mesh.
 
@@ -163,7 +165,7 @@ def run_dft(numbers, cart, lat, mesh, ke_cutoff, store_cutoff, n_extra_k, rng, s
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=["graphene", "graphene3", "bilayer"], required=True)
+    ap.add_argument("--set", choices=["graphene", "graphene3", "graphene4", "bilayer"], required=True)
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0)
@@ -181,13 +183,16 @@ def main(argv=None):
         path = os.path.join(args.out, name + ".npz")
         if os.path.exists(path):
             continue
-        rng = np.random.default_rng([args.seed, idx, {"graphene": 0, "graphene3": 1, "bilayer": 2}[args.set]])
+        rng = np.random.default_rng([args.seed, idx, {"graphene": 0, "graphene3": 1, "bilayer": 2, "graphene4": 3}[args.set]])
         extra = {}
         if args.set == "graphene":
             numbers, cart, lat = graphene_supercell(2, rng, args.sigma_xy, args.sigma_z)
             mesh = (3, 3, 1)
         elif args.set == "graphene3":
             numbers, cart, lat = graphene_supercell(3, rng, args.sigma_xy, args.sigma_z)
+            mesh = (3, 3, 1)
+        elif args.set == "graphene4":
+            numbers, cart, lat = graphene_supercell(4, rng, args.sigma_xy, args.sigma_z)
             mesh = (3, 3, 1)
         else:
             numbers, cart, lat, extra = bilayer_cell(rng)
