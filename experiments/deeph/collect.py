@@ -78,8 +78,9 @@ def main(argv=None):
                                 "runs/deeph_graphene_gauge_3x3s_annealb (both resume at epoch 493)",
         "generate_graphene3": "taskset -c 0 python experiments/deeph/generate.py --set graphene3 --start 1 --n 40",
         "generate_graphene4": "taskset -c 1 python experiments/deeph/generate.py --set graphene4 --start 0 --n 3 "
-                              "(and --start 3 --n 3, --start 6 --n 1 on the other core)",
-        "evaluate_4x4": "difcrys evaluate RUN 'experiments/deeph/data/graphene4_*.npz' --which best --out "
+                              "(and --start 3 --n 3, --start 6 --n 1 on the other core; 007-010 for later training: --start 7 --n 2, "
+                              "--start 9 --n 2)",
+        "evaluate_4x4": "difcrys evaluate RUN 'experiments/deeph/data/graphene4_00[0-6].npz' --which best --out "
                         "experiments/deeph/eval_graphene_gauge_3x3s_anneal_4x4.json (RUN = runs/deeph_graphene_gauge_3x3s; "
                         "runs/deeph_graphene_gauge_3x3s_before_anneal -> eval_graphene_gauge_3x3s_7505s_4x4.json)",
         "evaluate_anneal_bands_last": "difcrys evaluate runs/deeph_graphene_gauge_3x3s_annealb --which last --out "
