@@ -145,7 +145,6 @@ def test_plateau_decay_and_early_stopping(tmp_path):
     assert lrs[-1] == pytest.approx(0.05 * 0.5 ** 3)
 
 
-
 def test_cosine_anneal_of_a_resumed_run(tmp_path):
     """A run resumed with ``anneal_start_epoch`` at its stopping epoch follows the cosine LR formula
     (not the plateau decay, which would halve it every epoch here), and at the final LR the
@@ -172,6 +171,7 @@ def test_cosine_anneal_of_a_resumed_run(tmp_path):
         TrainConfig(**{**base, "anneal_epochs": 4, "anneal_final_lr": 1.0})
     with pytest.raises(ConfigError, match="anneal_epochs"):
         TrainConfig(**{**base, "anneal_epochs": 0})
+
 
 def test_data_parallel_forced_host_devices(tmp_path):
     script = textwrap.dedent(f"""

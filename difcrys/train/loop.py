@@ -1,4 +1,4 @@
-"""A generic optax training loop: EMA, LR plateau decay, early stopping, checkpoints with resume,
+"""A generic optax training loop: EMA, LR plateau decay or cosine anneal, early stopping, checkpoints with resume,
 metrics JSONL, progress bars, and data parallelism with ``jax.sharding``.
 
 The loop knows nothing about the model: a **task** object supplies it (duck-typed protocol,
@@ -186,6 +186,11 @@ def annealed_lr(cfg: TrainConfig, epoch: int) -> float | None:
     return lo + 0.5 * (hi - lo) * (1.0 + math.cos(math.pi * t))
 
 
+def _set_lr(opt_state, lr: float) -> None:
+    """Set the injected learning rate of an ``optax.inject_hyperparams`` state in place."""
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)
+
+
 def _ema_update(ema, params, decay):
     return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
@@ -254,7 +259,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         ck.clear(run_dir)
         if os.path.isfile(metrics_path):
             os.remove(metrics_path)
-    state["opt_state"].hyperparams["learning_rate"] = jnp.asarray(float(state["lr"]))
+    _set_lr(state["opt_state"], float(state["lr"]))
 
     sharded = cfg.devices > 1
     if sharded:
@@ -293,7 +298,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         annealed = annealed_lr(cfg, epoch)
         if annealed is not None:
             state["lr"] = np.float64(annealed)
-            opt_state.hyperparams["learning_rate"] = jnp.asarray(annealed, opt_state.hyperparams["learning_rate"].dtype)
+            _set_lr(opt_state, annealed)
         weights = {k: jnp.asarray(v, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
                    for k, v in task.loss_weights(epoch).items()}
         batches = list(task.train_batches(epoch))
@@ -327,7 +332,7 @@ def fit(task, cfg: TrainConfig, run_dir, *, resume: bool = True,
         if plateau and annealed is None:
             lr = lr * cfg.plateau_factor
             state["lr"] = np.float64(lr)
-            opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)
+            _set_lr(opt_state, lr)
         record = {"epoch": epoch + 1, "lr": lr, "time_s": time.time() - t0,
                   **{f"train_{k}": v for k, v in train_metrics.items()},
                   **{f"val_{k}": v for k, v in val.items()}, "best": improved}
